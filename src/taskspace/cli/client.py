@@ -1,0 +1,82 @@
+"""A small client of the REST API for the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from taskspace.settings import Settings
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+class CliError(Exception):
+    def __init__(self, message: str, hint: str | None = None, code: int = 1):
+        super().__init__(message)
+        self.message, self.hint, self.code = message, hint, code
+
+
+def resolve_token(settings: Settings) -> str | None:
+    token = os.environ.get("TASKSPACE_TOKEN")
+    if token:
+        return token.strip()
+    path = settings.data_dir / "admin.token"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+class Client:
+    def __init__(self, url: str, token: str | None, timeout: float = 60):
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=self.url + "/api/v1", headers=headers, timeout=timeout)
+
+    @classmethod
+    def from_env(cls, settings: Settings) -> Client:
+        return cls(os.environ.get("TASKSPACE_URL", DEFAULT_URL), resolve_token(settings))
+
+    def _unreachable(self, exc: Exception) -> CliError:
+        return CliError(f"Cannot reach the taskspace server at {self.url} ({exc}).",
+                        "Start it with 'taskspace up', or set TASKSPACE_URL to its address.")
+
+    @staticmethod
+    def _raise_for(response: httpx.Response) -> None:
+        if response.status_code < 400:
+            return
+        try:
+            error = response.json()["error"]
+        except (ValueError, KeyError, TypeError):
+            raise CliError(f"The server answered {response.status_code}: {response.text[:300]}") from None
+        raise CliError(error.get("message", "error"), error.get("hint"))
+
+    def call(self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None,
+             timeout: float | None = None) -> Any:
+        try:
+            response = self.http.request(method, path, json=json_body, params=params,
+                                         timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+        self._raise_for(response)
+        if response.status_code == 204:
+            return None
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.text
+
+    def stream_lines(self, path: str, *, json_body: Any) -> Iterator[dict[str, Any]]:
+        try:
+            with self.http.stream("POST", path, json=json_body, timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._raise_for(response)
+                for line in response.iter_lines():
+                    if line:
+                        yield json.loads(line)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None

@@ -1,0 +1,433 @@
+"""The ``taskspace`` command: ``up`` runs the server; everything else is a client of its REST API
+(``TASKSPACE_URL``, default http://127.0.0.1:8080; token from ``TASKSPACE_TOKEN`` or the admin
+token that ``taskspace up`` writes to the data dir)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from taskspace.cli.client import Client, CliError
+from taskspace.settings import Settings, load_settings
+
+app = typer.Typer(help="Developer workspaces from tickets.", no_args_is_help=True, add_completion=False)
+project_app = typer.Typer(help="Projects: repositories and purge policy.", no_args_is_help=True)
+token_app = typer.Typer(help="Your git tokens (stored encrypted, never shown again).", no_args_is_help=True)
+ticket_app = typer.Typer(help="Tickets of the built-in board.", no_args_is_help=True)
+ws_app = typer.Typer(help="Workspaces.", no_args_is_help=True)
+app.add_typer(project_app, name="project")
+app.add_typer(token_app, name="token")
+app.add_typer(ticket_app, name="ticket")
+app.add_typer(ws_app, name="ws")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except Exception as exc:  # pydantic's message names the setting
+        raise CliError(f"The settings are not valid: {exc}", "Check the TASKSPACE_* variables and taskspace.toml.")
+
+
+def _client() -> Client:
+    return Client.from_env(_settings())
+
+
+def _print_json(data: Any) -> None:
+    out.print_json(json.dumps(data, default=str))
+
+
+def _age(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    then = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    days = (datetime.now(UTC) - then).days
+    return f"{days}d"
+
+
+# Server ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def up(host: Annotated[str | None, typer.Option(help="Address to listen on")] = None,
+       port: Annotated[int | None, typer.Option(help="Port to listen on")] = None,
+       no_demo: Annotated[bool, typer.Option("--no-demo", help="Do not seed the demo project")] = False) -> None:
+    """Start the server (API and reconciler) on the embedded default: SQLite in the data dir,
+    the Docker backend, the built-in tracker, and a demo project on first start."""
+    import uvicorn  # noqa: PLC0415 - only the server needs it
+
+    from taskspace.services.bootstrap import bootstrap  # noqa: PLC0415
+    from taskspace.services.runtime import build_runtime  # noqa: PLC0415
+    from taskspace.web.app import create_app  # noqa: PLC0415
+
+    overrides: dict[str, Any] = {}
+    if host:
+        overrides["host"] = host
+    if port:
+        overrides["port"] = port
+    settings = load_settings(**overrides)
+    logging.basicConfig(level=os.environ.get("TASKSPACE_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def prepare() -> Any:
+        rt = await build_runtime(settings)
+        try:
+            return await bootstrap(rt, with_demo=not no_demo, say=lambda m: err.print(m))
+        finally:
+            await rt.close()
+
+    report = asyncio.run(prepare())
+    err.print(f"[bold]taskspace[/] on {settings.base_url}  (API reference: {settings.base_url}/docs)")
+    err.print(f"Admin token for the CLI and API: {report.token_file}")
+    if report.demo_seeded:
+        err.print("Try: taskspace ticket list   then   taskspace ws launch DEMO-1 --wait")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+
+
+@app.command()
+def reconcile(once: Annotated[bool, typer.Option("--once", help="Run one pass and exit")] = True) -> None:
+    """Run one reconcile pass on the server now and wait for the work it starts."""
+    report = _client().call("POST", "/reconcile", timeout=3600)
+    out.print(f"{report['workspaces']} workspaces; started {len(report['jobs_started'])}, "
+              f"restarted {len(report['restarted'])}, purges requested {len(report['purges_requested'])}, "
+              f"orphans {len(report['orphans'])} (removed {len(report['orphans_removed'])}) "
+              f"in {report['seconds']:.2f}s")
+
+
+# Projects --------------------------------------------------------------------------------------
+
+
+@project_app.command("add")
+def project_add(
+    name: str,
+    repo: Annotated[list[str], typer.Option("--repo", help="Repository URL (or NAME=URL); repeat; first is primary")],
+    dockerfile: Annotated[str, typer.Option(help="Dockerfile path in the primary repository")] = "Dockerfile",
+    purge_on: Annotated[list[str] | None, typer.Option("--purge-on", help="Status that ends a workspace; repeat")] = None,
+    grace: Annotated[str, typer.Option(help="Grace period before a purge, e.g. 24h")] = "0",
+    key: Annotated[str | None, typer.Option(help="Ticket key prefix (default: from the name)")] = None,
+) -> None:
+    """Register a project made of one or more git repositories."""
+    body = {"name": name, "repos": repo, "dockerfile": dockerfile, "purge_on": purge_on, "grace": grace,
+            "key": key}
+    project = _client().call("POST", "/projects", json_body=body, timeout=300)
+    out.print(f"Project {project['name']} ({project['key']}) with "
+              + ", ".join(f"{r['name']}@{r['default_branch']}" for r in project["repos"]))
+
+
+@project_app.command("list")
+def project_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    projects = _client().call("GET", "/projects")
+    if as_json:
+        _print_json(projects)
+        return
+    table = Table("key", "name", "repositories", "purge on", "grace")
+    for p in projects:
+        purge = ", ".join(filter(None, [p["purge_on_category"] and f"category {p['purge_on_category']}",
+                                        *p["purge_on_statuses"]]))
+        table.add_row(p["key"], p["name"], "\n".join(f"{r['name']}  {r['url']}" for r in p["repos"]), purge,
+                      f"{p['purge_grace_seconds']}s")
+    out.print(table)
+
+
+# Tokens ----------------------------------------------------------------------------------------
+
+
+@token_app.command("add")
+def token_add(
+    name: str,
+    host: Annotated[str, typer.Option(help="Git host as in repository URLs, e.g. github.com")],
+    secret_env: Annotated[str, typer.Option("--secret-env", help="Environment variable that holds the token")],
+    username: Annotated[str | None, typer.Option(help="User name for the host (default x-access-token)")] = None,
+) -> None:
+    """Store a git token. It is read from an environment variable, never from the command line."""
+    secret = os.environ.get(secret_env)
+    if not secret:
+        raise CliError(f"The environment variable {secret_env} is not set or empty.",
+                       f"Export the token first, e.g. read -rs {secret_env} && export {secret_env}")
+    token = _client().call("POST", "/tokens", json_body={"name": name, "host": host, "username": username,
+                                                         "secret": secret.strip()})
+    out.print(f"Stored token {token['name']} for {token['host']} ({token['fingerprint']}).")
+
+
+@token_app.command("list")
+def token_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    tokens = _client().call("GET", "/tokens")
+    if as_json:
+        _print_json(tokens)
+        return
+    table = Table("name", "host", "username", "fingerprint", "created", "last used")
+    for t in tokens:
+        table.add_row(t["name"], t["host"], t["username"], t["fingerprint"], t["created_at"][:19],
+                      (t["last_used_at"] or "-")[:19])
+    out.print(table)
+
+
+@token_app.command("remove")
+def token_remove(name: str) -> None:
+    _client().call("DELETE", f"/tokens/{name}")
+    out.print(f"Removed token {name}.")
+
+
+# Tickets ---------------------------------------------------------------------------------------
+
+
+@ticket_app.command("add")
+def ticket_add(project: str, title: Annotated[str, typer.Option(help="Title")],
+               description: Annotated[str, typer.Option(help="Markdown description")] = "",
+               assignee: Annotated[str | None, typer.Option(help="User name")] = None) -> None:
+    """Create a ticket; prints its key."""
+    ticket = _client().call("POST", "/tickets", json_body={"project": project, "title": title,
+                                                           "description": description, "assignee": assignee})
+    out.print(ticket["key"])
+
+
+@ticket_app.command("list")
+def ticket_list(as_json: Annotated[bool, typer.Option("--json")] = False,
+                project: Annotated[str | None, typer.Option(help="Only this project")] = None,
+                mine: Annotated[bool, typer.Option("--mine", help="Only tickets assigned to me")] = False) -> None:
+    tickets = _client().call("GET", "/tickets", params={"project": project, "mine": mine} if project else
+                             {"mine": mine})
+    if as_json:
+        _print_json(tickets)
+        return
+    table = Table("key", "title", "status", "assignee", "age", "in status")
+    for t in tickets:
+        table.add_row(t["key"], t["title"], t["status"], t["assignee"] or "-", _age(t["created_at"]),
+                      _age(t["status_changed_at"]))
+    out.print(table)
+
+
+@ticket_app.command("move")
+def ticket_move(key: str, status: str) -> None:
+    """Move a ticket to another status (To Do, In Progress, In Review, Done)."""
+    ticket = _client().call("POST", f"/tickets/{key}/move", json_body={"status": status})
+    out.print(f"{ticket['key']} is now {ticket['status']}.")
+
+
+# Workspaces ------------------------------------------------------------------------------------
+
+
+def _ws_summary(ws: dict[str, Any]) -> dict[str, Any]:
+    return {"key": ws["key"], "id": ws["id"], "state": ws["state"], "branch": ws["branch"], "url": ws["url"],
+            "ready_seconds": ws["ready_seconds"]}
+
+
+def _describe(event: dict[str, Any]) -> str | None:
+    seconds = f"{event['duration_ms'] / 1000:.2f}s" if event["duration_ms"] is not None else ""
+    if event["kind"] == "step":
+        mark = {"ok": "[green]✓[/]", "failed": "[yellow]![/]", "skipped": "[dim]-[/]"}.get(event["status"], "·")
+        detail = ""
+        data = event.get("data") or {}
+        if event["step"] == "image" and data.get("cached"):
+            detail = " (cached)"
+        if event["step"] == "clone" and data:
+            detail = f" ({', '.join(data.get('cloned', []) + data.get('kept', []))})"
+        if event.get("reason"):
+            detail += f" — {event['reason']}"
+        return f"{mark} {event['step']:<10} {seconds:>7}{detail}"
+    if event["kind"] == "transition" and event["to_state"] == "failed":
+        return f"[red]✗ failed[/] at {event.get('step') or 'a step'}: {event['reason']}"
+    if event["kind"] == "transition":
+        return f"→ {event['to_state']}" + (f" ({event['reason']})" if event.get("reason") else "")
+    return f"· {event['reason']}" if event.get("reason") else None
+
+
+def _follow(client: Client, ref: str, *, until: set[str], quiet: bool, after: int = 0,
+            timeout: float = 3600) -> dict[str, Any]:
+    """Print events after ``after`` as they come until the workspace reaches one of ``until``
+    (or fails)."""
+    deadline = time.monotonic() + timeout
+    ws: dict[str, Any] = {}
+    with err.status("working...", spinner="dots") if not quiet and err.is_terminal else _Null():
+        while time.monotonic() < deadline:
+            page = client.call("GET", f"/workspaces/{ref}/events", params={"after": after, "wait": 20}, timeout=60)
+            ws = page["workspace"]
+            for event in page["events"]:
+                after = event["id"]
+                line = _describe(event)
+                if line and not quiet:
+                    err.print(line)
+            if ws["state"] in until or ws["state"] in {"failed", "purge_blocked", "purged"}:
+                return ws
+    raise CliError(f"Gave up waiting after {timeout:.0f}s; the workspace is {ws.get('state')}.")
+
+
+class _Null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+
+def _finish(ws: dict[str, Any], as_json: bool, want: str) -> None:
+    if as_json:
+        _print_json(_ws_summary(ws))
+    if ws["state"] != want:
+        reason = ws.get("failure_reason") or f"the workspace is {ws['state']}"
+        raise CliError(f"{ws['key']}: {reason}" if not as_json else reason)
+    if not as_json:
+        extra = f" in {ws['ready_seconds']:.2f}s" if want == "ready" and ws.get("ready_seconds") else ""
+        out.print(f"{ws['key']} is {ws['state']}{extra} — branch {ws['branch']}")
+        if want == "ready" and ws.get("startup_status") == "failed":
+            err.print(f"[yellow]startup failed:[/] {ws['startup_detail']} (taskspace ws logs {ws['key']})")
+
+
+def _split_per_repo(values: list[str] | None) -> tuple[str | None, dict[str, str]]:
+    single, per_repo = None, {}
+    for value in values or []:
+        name, sep, branch = value.partition("=")
+        if sep:
+            per_repo[name] = branch
+        else:
+            single = value
+    return single, per_repo
+
+
+@ws_app.command("launch")
+def ws_launch(
+    key: str,
+    repo: Annotated[list[str] | None, typer.Option("--repo", help="Repository to include; repeat (default all)")] = None,
+    source_branch: Annotated[list[str] | None, typer.Option(
+        "--source-branch", help="Branch to start from (B, or REPO=B; repeat)")] = None,
+    target_branch: Annotated[list[str] | None, typer.Option(
+        "--target-branch", help="Branch to merge into (B, or REPO=B; repeat)")] = None,
+    token: Annotated[str | None, typer.Option(help="Name of the git token to use")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until ready, showing each step")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print {key, id, state, branch, url, ready_seconds}")] = False,
+) -> None:
+    """Launch (or return) your workspace for a ticket."""
+    client = _client()
+    source, sources = _split_per_repo(source_branch)
+    target, targets = _split_per_repo(target_branch)
+    ws = client.call("POST", "/workspaces", json_body={
+        "key": key, "repos": repo, "source_branch": source, "source_branches": sources,
+        "target_branch": target, "target_branches": targets, "token": token})
+    if wait:
+        ws = _follow(client, ws["id"], until={"ready"}, quiet=as_json)
+        _finish(ws, as_json, "ready")
+    elif as_json:
+        _print_json(_ws_summary(ws))
+    else:
+        out.print(f"{ws['key']}: {ws['state']} — follow with 'taskspace ws show {ws['key']}'")
+
+
+@ws_app.command("list")
+def ws_list(as_json: Annotated[bool, typer.Option("--json")] = False,
+            all_: Annotated[bool, typer.Option("--all", help="Include purged workspaces")] = False) -> None:
+    found = _client().call("GET", "/workspaces", params={"all": all_})
+    if as_json:
+        _print_json(found)
+        return
+    table = Table("ticket", "state", "branch", "repositories", "ready in", "startup")
+    for ws in found:
+        ready = f"{ws['ready_seconds']:.1f}s" if ws["ready_seconds"] else "-"
+        table.add_row(ws["key"], ws["state"], ws["branch"], ", ".join(r["name"] for r in ws["repos"]), ready,
+                      ws["startup_status"] or "-")
+    out.print(table)
+
+
+@ws_app.command("show")
+def ws_show(key: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    ws = _client().call("GET", f"/workspaces/{key}")
+    if as_json:
+        _print_json(ws)
+        return
+    out.print(f"[bold]{ws['key']}[/] {ws['title']}")
+    out.print(f"state     {ws['state']}" + (f" (step {ws['step']})" if ws["step"] else ""))
+    if ws["failure_reason"]:
+        out.print(f"[red]failed at {ws['failure_step']}:[/] {ws['failure_reason']}")
+    out.print(f"branch    {ws['branch']}")
+    for r in ws["repos"]:
+        out.print(f"  {r['path']:<24} from {r['source_branch'] or '?'} → merge into {r['target_branch'] or '?'}")
+    env = ws.get("environment") or {}
+    if env:
+        out.print(f"image     {ws['image']} ({env['source']}: {env['config_path']})")
+        if env.get("services"):
+            out.print(f"services  {', '.join(env['services'])}")
+    if ws["startup_status"]:
+        out.print(f"startup   {ws['startup_status']}" + (f" — {ws['startup_detail']}" if ws["startup_detail"] else ""))
+    if ws["purge_due_at"]:
+        out.print(f"purge due {ws['purge_due_at']}")
+    for rescued in ws["rescue"]:
+        out.print(f"rescued   {rescued['repo']} → {rescued['branch']}")
+
+
+@ws_app.command("exec", context_settings={"allow_interspersed_args": False})
+def ws_exec(key: str, command: Annotated[list[str], typer.Argument(help="The command, after --")]) -> None:
+    """Run a command in the workspace; streams its output and exits with its code."""
+    if command and command[0] == "--":
+        command = command[1:]
+    code = 1
+    for item in _client().stream_lines(f"/workspaces/{key}/exec", json_body={"argv": command}):
+        if "exit_code" in item:
+            code = item["exit_code"]
+        elif "error" in item:
+            raise CliError(item["error"]["message"], item["error"].get("hint"))
+        else:
+            stream = sys.stdout.buffer if item["stream"] == "stdout" else sys.stderr.buffer
+            stream.write(base64.b64decode(item["data"]))
+            stream.flush()
+    raise typer.Exit(code)
+
+
+def _request(key: str, action: str, wait: bool, until: str, body: dict[str, Any] | None = None) -> None:
+    client = _client()
+    seen = client.call("GET", f"/workspaces/{key}/events") if wait else {"events": []}
+    ws = client.call("POST", f"/workspaces/{key}/{action}", json_body=body)
+    if wait:
+        after = seen["events"][-1]["id"] if seen["events"] else 0
+        ws = _follow(client, ws["id"], until={until}, quiet=False, after=after)
+        _finish(ws, False, until)
+    else:
+        out.print(f"{ws['key']}: {action} requested (now {ws['state']}).")
+
+
+@ws_app.command("stop")
+def ws_stop(key: str, wait: Annotated[bool, typer.Option("--wait", help="Wait until stopped")] = False) -> None:
+    """Stop the workspace and its services; files are kept."""
+    _request(key, "stop", wait, "stopped")
+
+
+@ws_app.command("start")
+def ws_start(key: str, wait: Annotated[bool, typer.Option("--wait", help="Wait until ready")] = False) -> None:
+    """Start a stopped workspace (the startup script runs again), or retry a failed one."""
+    _request(key, "start", wait, "ready")
+
+
+@ws_app.command("purge")
+def ws_purge(key: str, wait: Annotated[bool, typer.Option("--wait", help="Wait until purged")] = False,
+             discard_unpushed: Annotated[bool, typer.Option(
+                 "--discard-unpushed", help="Do not rescue unpushed work: it is lost")] = False) -> None:
+    """Delete the workspace after pushing unpushed work to rescue/<KEY>-<timestamp> branches."""
+    _request(key, "purge", wait, "purged", {"discard_unpushed": discard_unpushed})
+
+
+@ws_app.command("logs")
+def ws_logs(key: str, startup: Annotated[bool, typer.Option("--startup", help="The startup log (default)")] = False,
+            build: Annotated[bool, typer.Option("--build", help="The image build log")] = False) -> None:
+    which = "build" if build and not startup else "startup"
+    sys.stdout.write(_client().call("GET", f"/workspaces/{key}/logs/{which}"))
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=True)
+    except CliError as exc:
+        err.print(f"[red]Error:[/] {exc.message}")
+        if exc.hint:
+            err.print(exc.hint)
+        sys.exit(exc.code)

@@ -1,0 +1,1 @@
+"""Domain models, state machines and errors. Imports nothing of taskspace."""

@@ -1,0 +1,218 @@
+"""Shell scripts run inside a workspace container, built as pure functions of their inputs.
+
+Layout of the volume: each repository at ``/workspace/<name>``; taskspace's own files under
+``/workspace/.taskspace`` (logs, markers, rescue bundles). Every script is idempotent.
+Values are quoted with :func:`shlex.quote`; nothing from a user reaches a shell unquoted.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from taskspace.core.environment import LifecycleCommand
+
+WORKSPACE = "/workspace"
+STATE_DIR = "/workspace/.taskspace"
+LOG_DIR = f"{STATE_DIR}/logs"
+STARTUP_LOG = f"{LOG_DIR}/startup.log"
+POST_CREATE_DONE = f"{STATE_DIR}/post-create.done"
+MIRRORS_DIR = "/opt/taskspace/mirrors"
+CLONED_MARKER = ".git/taskspace-cloned"
+NO_GIT_EXIT = 97
+#: Lines the startup runner writes on stderr to report each lifecycle step.
+STATUS_PREFIX = "TASKSPACE-STATUS "
+
+
+def q(value: str) -> str:
+    return shlex.quote(value)
+
+
+@dataclass(frozen=True)
+class CloneTarget:
+    name: str
+    mirror: str  # path of the read-only mirror inside the container
+    url: str  # the real remote, set as origin
+    branch: str
+    base_sha: str
+    branch_existed: bool
+
+
+def prepare_script() -> str:
+    """Make the state dir; exits 1 when /workspace is not writable by the user (the caller then
+    hands /workspace to the user as root and runs this again)."""
+    return f"mkdir -p {q(LOG_DIR)} 2>/dev/null && test -w {q(WORKSPACE)}"
+
+
+IDENTITY_SCRIPT = 'echo "$(id -u):$(id -g)"'
+
+
+def chown_script(owner: str) -> str:
+    """Run as root: give /workspace and the state dir to ``owner`` (``uid:gid``)."""
+    return (f"set -e; mkdir -p {q(LOG_DIR)}; chown {q(owner)} {q(WORKSPACE)}; "
+            f"chown -R {q(owner)} {q(STATE_DIR)}")
+
+
+def clone_script(targets: list[CloneTarget], *, user_name: str | None, user_email: str | None) -> str:
+    """Clone each repository from its mirror into /workspace/<name> on the ticket branch.
+
+    A repository is cloned into a temporary directory and renamed into place once complete
+    (with a marker), so a crash never leaves a half clone that looks finished."""
+    lines = [
+        "set -eu",
+        f"command -v git >/dev/null 2>&1 || exit {NO_GIT_EXIT}",
+        f"mkdir -p {q(STATE_DIR)}",
+    ]
+    for t in targets:
+        dest, tmp = f"{WORKSPACE}/{t.name}", f"{STATE_DIR}/clone-{t.name}"
+        lines += [
+            f"if [ ! -e {q(dest + '/' + CLONED_MARKER)} ]; then",
+            f"  rm -rf {q(tmp)}",
+            # The mirror belongs to the server's user: git refuses another owner's repository
+            # unless told, and upload-pack runs with the caller's config environment cleared.
+            f"  git -c safe.directory='*' clone --quiet --no-checkout "
+            f"--upload-pack=\"git -c safe.directory='*' upload-pack\" {q(t.mirror)} {q(tmp)}",
+            f"  cd {q(tmp)}",
+            f"  git remote set-url origin {q(t.url)}",
+            # Drop the upstream that clone set for the mirror's HEAD; the ticket branch gets its own.
+            '  git config --remove-section "branch.$(git symbolic-ref --short HEAD)" 2>/dev/null || true',
+        ]
+        if t.branch_existed:
+            lines.append(f"  git checkout --quiet -B {q(t.branch)} --track {q('origin/' + t.branch)}")
+        else:
+            lines.append(f"  git checkout --quiet -b {q(t.branch)} {q(t.base_sha)}")
+        lines.append("  git config push.autoSetupRemote true")
+        if user_name:
+            lines.append(f"  git config user.name {q(user_name)}")
+        if user_email:
+            lines.append(f"  git config user.email {q(user_email)}")
+        lines += [
+            f"  touch {q(CLONED_MARKER)}",
+            "  cd /",
+            f"  rm -rf {q(dest)}",
+            f"  mv {q(tmp)} {q(dest)}",
+            f"  echo 'cloned {t.name}'",
+            "else",
+            f"  echo 'kept {t.name}'",
+            "fi",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _command_lines(cmd: str | list[str]) -> str:
+    if isinstance(cmd, str):
+        return f"/bin/sh -c {q(cmd)}"
+    return " ".join(q(part) for part in cmd)
+
+
+def _hook(label: str, command: LifecycleCommand) -> list[str]:
+    """Run a lifecycle command (several named ones in parallel) and stop at its failure.
+    Commands get fd 3 closed: a background process they leave must not hold the exec's stderr,
+    or the exec would never end."""
+    lines = [f"echo {q('==> ' + label)}"]
+    if len(command.commands) == 1:
+        (cmd,) = command.commands.values()
+        lines += [f"( {_command_lines(cmd)} ) </dev/null 3>&-", "code=$?"]
+    else:
+        lines.append("code=0; pids=''")
+        for name, cmd in command.commands.items():
+            lines.append(f"( {_command_lines(cmd)} ) </dev/null 3>&- 2>&1 | sed {q('s/^/[' + name + '] /')} & "
+                         "pids=\"$pids $!\"")
+        lines.append('for p in $pids; do wait "$p" || code=$?; done')
+    lines += [
+        f'echo "<== {label} exited with code $code"',
+        f'echo "{STATUS_PREFIX}{label} $code" >&3',
+        'if [ "$code" -ne 0 ]; then exit "$code"; fi',
+    ]
+    return lines
+
+
+def startup_script(*, primary: str, post_create: LifecycleCommand | None,
+                   post_start: LifecycleCommand | None, timeout_seconds: int, keep_logs: int = 5) -> str:
+    """postCreateCommand (first start only), postStartCommand, then the primary repository's
+    ``.taskspace/startup.sh``; output to the startup log, one status line per step on fd 3
+    (stderr of the exec). Exits with the first failing step's code."""
+    log = STARTUP_LOG
+    rotate = [f'[ -e "{log}.{i}" ] && mv -f "{log}.{i}" "{log}.{i + 1}"' for i in range(keep_logs - 1, 0, -1)]
+    lines = [
+        "exec 3>&2",
+        f"mkdir -p {q(LOG_DIR)}",
+        *[r + " || true" for r in rotate],
+        f'[ -e "{log}" ] && mv -f "{log}" "{log}.1" || true',
+        f'exec >"{log}" 2>&1',
+        'echo "# startup at $(date -u +%Y-%m-%dT%H:%M:%SZ)"',
+        f"cd {q(WORKSPACE + '/' + primary)} || exit 1",
+    ]
+    if post_create:
+        lines += [f"if [ ! -e {q(POST_CREATE_DONE)} ]; then",
+                  *["  " + line for line in _hook("postCreateCommand", post_create)],
+                  f"  touch {q(POST_CREATE_DONE)}", "fi"]
+    if post_start:
+        lines += _hook("postStartCommand", post_start)
+    script = ".taskspace/startup.sh"
+    run = f'if [ -x {script} ]; then ./{script}; else /bin/sh {script}; fi'
+    lines += [
+        f"if [ -f {script} ]; then",
+        f"  echo '==> {script}'",
+        "  if command -v timeout >/dev/null 2>&1; then",
+        f"    timeout -k 10 {int(timeout_seconds)} /bin/sh -c {q(run)} </dev/null 3>&-; code=$?",
+        "  else",
+        f"    /bin/sh -c {q(run)} </dev/null 3>&-; code=$?",
+        "  fi",
+        f'  echo "<== {script} exited with code $code"',
+        f'  echo "{STATUS_PREFIX}startup.sh $code" >&3',
+        '  exit "$code"',
+        "fi",
+        f'echo "{STATUS_PREFIX}startup.sh none" >&3',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def parse_status(stderr: str) -> list[tuple[str, str]]:
+    """(step, exit code or 'none') pairs from the startup runner's status lines."""
+    found = []
+    for line in stderr.splitlines():
+        if line.startswith(STATUS_PREFIX):
+            step, _, code = line[len(STATUS_PREFIX):].strip().rpartition(" ")
+            found.append((step, code))
+    return found
+
+
+def rescue_script(*, name: str, ticket: str, full: bool) -> str:
+    """Snapshot uncommitted work as a commit (without touching the branch, index or files), then
+    write a bundle of every local commit the remote-tracking refs lack (``full``: of all local
+    commits). Prints ``KEY value`` lines: ``SKIP``, ``BRANCH``, ``TIP``, ``DIRTY``, ``BUNDLE``."""
+    repo = f"{WORKSPACE}/{name}"
+    bundle = f"{STATE_DIR}/rescue-{name}.bundle"
+    message = f"Rescue uncommitted work of {ticket} before purge"
+    scope = "--branches" if full else "--branches --not --remotes"
+    return "\n".join([
+        "set -u",
+        f"cd {q(repo)} 2>/dev/null || {{ echo 'SKIP no-repository'; exit 0; }}",
+        f"[ -e {q(CLONED_MARKER)} ] || {{ echo 'SKIP incomplete-clone'; exit 0; }}",
+        "git rev-parse --verify -q HEAD >/dev/null || { echo 'SKIP no-commits'; exit 0; }",
+        'echo "BRANCH $(git symbolic-ref -q --short HEAD || echo -)"',
+        "tip=$(git rev-parse HEAD)",
+        "dirty=0",
+        'if [ -n "$(git status --porcelain --untracked-files=all)" ]; then',
+        '  idx=$(mktemp) && cp .git/index "$idx" 2>/dev/null',
+        '  GIT_INDEX_FILE="$idx" git add -A || exit 1',
+        '  tree=$(GIT_INDEX_FILE="$idx" git write-tree) || exit 1',
+        '  rm -f "$idx"',
+        "  tip=$(GIT_AUTHOR_NAME=taskspace GIT_AUTHOR_EMAIL=taskspace@localhost "
+        "GIT_COMMITTER_NAME=taskspace GIT_COMMITTER_EMAIL=taskspace@localhost "
+        f'git commit-tree "$tree" -p HEAD -m {q(message)}) || exit 1',
+        "  dirty=1",
+        "fi",
+        'git update-ref refs/taskspace/rescue-tip "$tip" || exit 1',
+        'echo "TIP $tip"',
+        'echo "DIRTY $dirty"',
+        f"rm -f {q(bundle)}",
+        f"if out=$(git bundle create {q(bundle)} refs/taskspace/rescue-tip {scope} 2>&1); then",
+        f"  echo {q('BUNDLE ' + bundle)}",
+        'elif echo "$out" | grep -q "empty bundle"; then',
+        "  echo 'BUNDLE none'",
+        "else",
+        '  echo "$out" >&2; exit 1',
+        "fi",
+    ]) + "\n"

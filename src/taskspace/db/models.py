@@ -1,0 +1,274 @@
+"""SQLAlchemy models. Schema changes go through Alembic migrations (db/migrations)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every database (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Meta(Base):
+    """Installation-wide values (e.g. the installation id that labels engine resources)."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str | None] = mapped_column(String(254))
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token for the API. Only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class GitToken(Base):
+    """A user's git credential for one host, encrypted with the server key."""
+
+    __tablename__ = "git_tokens"
+    __table_args__ = (UniqueConstraint("user_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(260))
+    username: Mapped[str] = mapped_column(String(200))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    key_id: Mapped[str] = mapped_column(String(32))
+    fingerprint: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(10), unique=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    tracker: Mapped[str] = mapped_column(String(40), default="builtin")
+    tracker_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    dockerfile: Mapped[str] = mapped_column(String(500), default="Dockerfile")
+    purge_on_category: Mapped[str | None] = mapped_column(String(20), default="done")
+    purge_on_statuses: Mapped[list[Any]] = mapped_column(default=list)
+    purge_grace_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    ticket_counter: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    repos: Mapped[list[Repo]] = relationship(
+        back_populates="project", order_by="Repo.position", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+
+class Repo(Base):
+    __tablename__ = "repos"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    url: Mapped[str] = mapped_column(String(2048))
+    default_branch: Mapped[str | None] = mapped_column(String(200))
+    is_primary: Mapped[bool] = mapped_column(Boolean, default=False)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    project: Mapped[Project] = relationship(back_populates="repos")
+
+
+class Ticket(Base):
+    __tablename__ = "tickets"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(40), unique=True)
+    title: Mapped[str] = mapped_column(String(500))
+    description: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(100))
+    status_category: Mapped[str] = mapped_column(String(20), index=True)
+    assignee: Mapped[str | None] = mapped_column(String(200), index=True)
+    url: Mapped[str | None] = mapped_column(String(2048))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    project: Mapped[Project] = relationship(lazy="joined")
+
+
+class Workspace(Base):
+    """One workspace per (ticket, owner) among those not purged; purged rows stay as history."""
+
+    __tablename__ = "workspaces"
+    __table_args__ = (
+        Index(
+            "uq_workspaces_active_ticket_owner",
+            "ticket_id",
+            "owner_id",
+            unique=True,
+            sqlite_where=text("state != 'purged'"),
+            postgresql_where=text("state != 'purged'"),
+        ),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    desired: Mapped[str] = mapped_column(String(20))
+    step: Mapped[str | None] = mapped_column(String(20))
+    failure_step: Mapped[str | None] = mapped_column(String(20))
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    branch: Mapped[str] = mapped_column(String(255))
+    backend: Mapped[str] = mapped_column(String(40))
+    backend_state: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    plan: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    environment: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    image: Mapped[str | None] = mapped_column(String(300))
+    startup_status: Mapped[str | None] = mapped_column(String(20))
+    startup_detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ready_at: Mapped[datetime | None]
+    ready_seconds: Mapped[float | None] = mapped_column(Float)
+    last_started_at: Mapped[datetime | None]
+    purge_due_at: Mapped[datetime | None]
+    purge_retry_at: Mapped[datetime | None]
+    purged_at: Mapped[datetime | None]
+    rescue: Mapped[list[Any]] = mapped_column(default=list)
+    discard_unpushed: Mapped[bool] = mapped_column(Boolean, default=False)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+
+    ticket: Mapped[Ticket] = relationship(lazy="joined")
+    owner: Mapped[User] = relationship(lazy="joined")
+    repos: Mapped[list[WorkspaceRepo]] = relationship(
+        order_by="WorkspaceRepo.position", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+
+class WorkspaceRepo(Base):
+    __tablename__ = "workspace_repos"
+    __table_args__ = (UniqueConstraint("workspace_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    repo_id: Mapped[int | None] = mapped_column(ForeignKey("repos.id", ondelete="SET NULL"))
+    name: Mapped[str] = mapped_column(String(100))
+    url: Mapped[str] = mapped_column(String(2048))
+    is_primary: Mapped[bool] = mapped_column(Boolean, default=False)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    source_branch: Mapped[str | None] = mapped_column(String(255))
+    target_branch: Mapped[str | None] = mapped_column(String(255))
+    branch_existed: Mapped[bool | None] = mapped_column(Boolean)
+    base_sha: Mapped[str | None] = mapped_column(String(64))
+    token_id: Mapped[int | None] = mapped_column(ForeignKey("git_tokens.id", ondelete="SET NULL"))
+
+
+class Event(Base):
+    """Append-only history of a workspace: transitions and steps."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(20))  # transition | step | note
+    from_state: Mapped[str | None] = mapped_column(String(20))
+    to_state: Mapped[str | None] = mapped_column(String(20))
+    step: Mapped[str | None] = mapped_column(String(40))
+    status: Mapped[str | None] = mapped_column(String(20))  # started | ok | failed | skipped
+    reason: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Build(Base):
+    """An image build, keyed by its content-addressed tag. The log is a file in the data dir."""
+
+    __tablename__ = "builds"
+    tag: Mapped[str] = mapped_column(String(300), primary_key=True)
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(String(20))  # building | ok | failed
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Orphan(Base):
+    """An engine resource labelled as ours with no workspace to own it, first seen at a time."""
+
+    __tablename__ = "orphans"
+    resource: Mapped[str] = mapped_column(String(300), primary_key=True)  # kind:name
+    workspace_id: Mapped[str | None] = mapped_column(String(32))
+    first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Lease(Base):
+    """Leadership of a singleton loop (the reconciler) across processes and replicas."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime]

@@ -1,0 +1,129 @@
+"""Run git on the server with a credential that never reaches argv, a URL, a file or a log.
+
+The secret travels in the environment of that one git process only and is handed to git by an
+inline credential helper; the user's own git config (and any credential store in it) is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from taskspace.core.errors import GitError
+
+_HELPER = (
+    '!f() { test "$1" = get || exit 0; '
+    'printf "username=%s\\npassword=%s\\n" "$TASKSPACE_GIT_USERNAME" "$TASKSPACE_GIT_PASSWORD"; }; f'
+)
+
+
+@dataclass(frozen=True)
+class GitCredential:
+    username: str
+    password: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"GitCredential(username={self.username!r}, password=***)"
+
+
+@dataclass
+class GitResult:
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+
+def _base_env(home: Path) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new",
+        # Only these transports, whatever a URL or a config says (no ext::, fd:: or others).
+        "GIT_ALLOW_PROTOCOL": "https:http:ssh:file",
+    }
+
+
+def redact(text: str, secret: str | None) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+async def run_git(
+    args: list[str],
+    *,
+    cwd: Path | None = None,
+    credential: GitCredential | None = None,
+    home: Path,
+    stdin: bytes | None = None,
+    timeout: float = 300,
+    check: bool = True,
+) -> GitResult:
+    """Run ``git <args>``. With a credential, git gets it from the inline helper when a remote
+    asks. Raises GitError (with a redacted, readable reason) when ``check`` and git fails."""
+    env = _base_env(home)
+    config = ["-c", "credential.helper=", "-c", "credential.interactive=never", "-c", "core.askPass="]
+    if credential is not None:
+        env["TASKSPACE_GIT_USERNAME"] = credential.username
+        env["TASKSPACE_GIT_PASSWORD"] = credential.password
+        config += ["-c", f"credential.helper={_HELPER}"]
+    proc = await asyncio.create_subprocess_exec(
+        "git", *config, *args,
+        cwd=cwd, env=env,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    except (TimeoutError, asyncio.CancelledError):
+        proc.kill()
+        await proc.wait()
+        raise
+    secret = credential.password if credential else None
+    result = GitResult(proc.returncode or 0, out, redact(err.decode(errors="replace"), secret))
+    if check and result.returncode != 0:
+        raise GitError(f"git {args[0]} failed: {explain(result.stderr)}", hint=hint_for(result.stderr))
+    return result
+
+
+_REASONS = [
+    (re.compile(r"Authentication failed|401|could not read Username|terminal prompts disabled", re.I),
+     "the remote refused the credentials (authentication failed)"),
+    (re.compile(r"\b403\b|permission denied|not allowed|access denied", re.I),
+     "the credentials are valid but not allowed to do this (permission denied)"),
+    (re.compile(r"not found|does not appear to be a git repository|\b404\b", re.I),
+     "the repository was not found (or is hidden from these credentials)"),
+    (re.compile(r"Could not resolve host|Name or service not known", re.I), "the host name does not resolve"),
+    (re.compile(r"Connection refused|Failed to connect|Connection timed out|timed out", re.I),
+     "the host could not be reached"),
+    (re.compile(r"pre-receive hook declined|protected branch|\[remote rejected\]", re.I),
+     "the remote rejected the push"),
+    (re.compile(r"SSL|certificate", re.I), "the TLS connection failed (certificate problem)"),
+]
+
+
+def explain(stderr: str) -> str:
+    """A plain-words reason from git's stderr, followed by git's own last line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    last = lines[-1] if lines else "no output"
+    for pattern, reason in _REASONS:
+        if pattern.search(stderr):
+            return f"{reason} ({last})"
+    return last
+
+
+def hint_for(stderr: str) -> str:
+    if re.search(r"Authentication failed|401|could not read Username|terminal prompts", stderr, re.I):
+        return "Check the token (taskspace token list) or add one for this host with 'taskspace token add'."
+    if re.search(r"\b403\b|permission denied|not allowed", stderr, re.I):
+        return "Ask for access to the repository, or choose another token."
+    if re.search(r"not found|does not appear|\b404\b", stderr, re.I):
+        return "Check the repository URL, and that your token can see the repository."
+    if re.search(r"rejected|declined|protected", stderr, re.I):
+        return "Ask the repository's admins to allow the push, or push the work yourself."
+    return "Check the URL and that the server can reach the git host."

@@ -1,0 +1,501 @@
+"""Workspaces as Docker containers: one container, one named volume at /workspace, a network,
+and a container per dependency service. The docker SDK is synchronous; every call runs in a
+worker thread so the event loop never blocks on the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import tarfile
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+from pydantic import Field
+
+from taskspace.core.errors import BackendError
+from taskspace.plugins.backends.base import (
+    LABEL_INSTALLATION,
+    LABEL_ROLE,
+    LABEL_WORKSPACE,
+    Backend,
+    BackendConfig,
+    ExecChunk,
+    ExecResult,
+    ImageSpec,
+    LogSink,
+    OwnedResource,
+    ResourceStats,
+    ServiceRuntime,
+    SupportsFileRead,
+    SupportsLocalBaseImage,
+    SupportsStats,
+    WorkspaceSpec,
+    WorkspaceStatus,
+)
+from taskspace.plugins.backends.docker import base_image, specs
+
+T = TypeVar("T")
+INIT_MARKER = "/.taskspace-init-done"
+
+
+class DockerBackendConfig(BackendConfig):
+    base_url: str | None = Field(None, description="Engine URL; default DOCKER_HOST or the local socket.")
+    timeout: float = Field(300, description="Seconds an engine API call may take.")
+    build_timeout: float = Field(1800, description="Seconds an image build may take.")
+    stop_timeout: int = Field(10, description="Seconds a container gets to stop before it is killed.")
+
+
+def _engine_unreachable(exc: Exception) -> BackendError:
+    return BackendError(f"The Docker engine could not be reached ({exc}).",
+                        hint="Check that dockerd is running and that TASKSPACE_DOCKER_HOST points at it.")
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value or value.startswith("0001-"):
+        return None
+    # Docker reports nanoseconds; Python parses microseconds.
+    head, _, frac = value.rstrip("Z").partition(".")
+    return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00")
+
+
+class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseImage):
+    name = "docker"
+    config_model = DockerBackendConfig
+    config: DockerBackendConfig
+
+    def __init__(self, config: DockerBackendConfig, *, installation: str):
+        super().__init__(config, installation=installation)
+        self._client: docker.DockerClient | None = None
+        self._client_lock = threading.Lock()
+        self._build_locks: dict[str, asyncio.Lock] = {}
+
+    def service_host(self, network: str, workspace_id: str, service: str) -> str:
+        return specs.service_host(network, workspace_id, service)
+
+    # Plumbing --------------------------------------------------------------------------------
+
+    def _docker(self, timeout: float | None = None) -> docker.DockerClient:
+        if timeout is not None:
+            return self._new_client(timeout)
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._new_client(self.config.timeout)
+            return self._client
+
+    def _new_client(self, timeout: float) -> docker.DockerClient:
+        try:
+            if self.config.base_url:
+                return docker.DockerClient(base_url=self.config.base_url, version="auto",
+                                           timeout=int(timeout), max_pool_size=32)
+            return docker.from_env(version="auto", timeout=int(timeout), max_pool_size=32)
+        except docker.errors.DockerException as exc:
+            raise _engine_unreachable(exc) from exc
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except docker.errors.APIError as exc:
+            raise BackendError(f"The Docker engine refused a request: {exc.explanation or exc}",
+                               hint="See the server log for the request; retry once the cause is fixed.") from exc
+        except docker.errors.DockerException as exc:
+            raise _engine_unreachable(exc) from exc
+        except OSError as exc:
+            raise _engine_unreachable(exc) from exc
+
+    def _find(self, name: str) -> Container | None:
+        try:
+            return self._docker().containers.get(name)
+        except docker.errors.NotFound:
+            return None
+
+    def _owned_containers(self, workspace_id: str) -> list[Container]:
+        return self._docker().containers.list(
+            all=True, filters=specs.owned_filter(self.installation, workspace_id))
+
+    # Images ----------------------------------------------------------------------------------
+
+    async def has_image(self, ref: str) -> bool:
+        def check() -> bool:
+            try:
+                self._docker().images.get(ref)
+                return True
+            except docker.errors.ImageNotFound:
+                return False
+        return await self._run(check)
+
+    async def ensure_image(self, spec: ImageSpec, log: LogSink) -> bool:
+        lock = self._build_locks.setdefault(spec.tag, asyncio.Lock())
+        async with lock:
+            if await self.has_image(spec.tag):
+                return False
+            await self._run(self._build, spec, log)
+            return True
+
+    def _build(self, spec: ImageSpec, log: LogSink) -> None:
+        client = self._docker(timeout=self.config.build_timeout)
+        try:
+            stream = client.api.build(
+                path=spec.context_dir, dockerfile=spec.dockerfile, tag=spec.tag,
+                buildargs=spec.build_args or None, target=spec.target, labels=spec.labels,
+                rm=True, forcerm=True, decode=True, pull=False,
+            )
+            error = None
+            for item in stream:
+                if "stream" in item:
+                    for line in item["stream"].splitlines():
+                        log(line)
+                elif "status" in item:
+                    log(f"{item.get('id', '')} {item['status']} {item.get('progress', '')}".strip())
+                if "error" in item:
+                    error = item["error"].strip()
+                    log(f"ERROR: {error}")
+            if error:
+                hint = "Fix the Dockerfile and launch again; the build log has the details."
+                if "pull access denied" in error or "not found" in error and "manifest" in error:
+                    hint = ("A base image could not be found or pulled. Build it locally, or make "
+                            "sure the engine can reach its registry.")
+                raise BackendError(f"The image build failed: {error}", hint=hint)
+        finally:
+            client.close()
+
+    async def pull_image(self, ref: str, log: LogSink) -> None:
+        if await self.has_image(ref):
+            return
+
+        def pull() -> None:
+            repo, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
+            try:
+                for item in self._docker().api.pull(repo, tag=tag, stream=True, decode=True):
+                    if "status" in item:
+                        log(f"{item.get('id', '')} {item['status']}".strip())
+            except docker.errors.APIError as exc:
+                raise BackendError(
+                    f"Image {ref!r} is not on the engine and could not be pulled: {exc.explanation or exc}",
+                    hint="Check the image name, or that the engine can reach its registry "
+                         "(docker login for private ones).") from exc
+        await self._run(pull)
+
+    # Lifecycle -------------------------------------------------------------------------------
+
+    async def prepare(self, spec: WorkspaceSpec, state: dict[str, Any]) -> dict[str, Any]:
+        def work() -> dict[str, Any]:
+            client = self._docker()
+            volume = specs.volume_name(spec.id)
+            try:
+                client.volumes.get(volume)
+            except docker.errors.NotFound:
+                client.volumes.create(volume, labels=specs.labels(spec, "volume"))
+            network = specs.network_name(spec.network, spec.id)
+            if spec.network == "per-workspace":
+                if not client.networks.list(names=[network]):
+                    client.networks.create(network, driver="bridge", labels=specs.labels(spec, "network"),
+                                           check_duplicate=True)
+            elif spec.network != "host" and not client.networks.list(names=[network]):
+                raise BackendError(f"Docker network {network!r} does not exist.",
+                                   hint="Create it (docker network create) or change TASKSPACE_WORKSPACE_NETWORK.")
+            return {**state, "volume": volume, "network": network}
+        return await self._run(work)
+
+    def _create_or_get(self, kwargs: dict[str, Any]) -> Container:
+        client = self._docker()
+        found = self._find(kwargs["name"])
+        if found is not None:
+            return found
+        try:
+            return client.containers.create(**kwargs)
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # created concurrently by another worker
+                found = self._find(kwargs["name"])
+                if found is not None:
+                    return found
+            if isinstance(exc, docker.errors.ImageNotFound):
+                raise BackendError(f"Image {kwargs['image']!r} is missing on the engine.",
+                                   hint="Launch again: the image step rebuilds it.") from exc
+            raise
+
+    async def start_workspace(self, spec: WorkspaceSpec, state: dict[str, Any]) -> dict[str, Any]:
+        def work() -> dict[str, Any]:
+            container = self._create_or_get(specs.workspace_container_kwargs(spec))
+            if container.status != "running":
+                container.start()
+                container.reload()
+            if container.status != "running":
+                logs = container.logs(tail=20).decode(errors="replace").strip()
+                raise BackendError(f"The workspace container stopped right after starting: {logs or 'no output'}",
+                                   hint="Check that the image has /bin/sh and does not exit on start.")
+            return {**state, "container": container.id}
+        return await self._run(work)
+
+    async def start_services(self, spec: WorkspaceSpec, state: dict[str, Any]) -> dict[str, Any]:
+        if not spec.services:
+            return state
+
+        def start_all() -> list[tuple[ServiceRuntime, Container]]:
+            started = []
+            for service in spec.services:
+                kwargs = specs.service_container_kwargs(spec, service)
+                existed = self._find(kwargs["name"]) is not None
+                container = self._create_or_get(kwargs)
+                if not existed and service.init_files:
+                    container.put_archive("/", _tar(service.init_files))
+                if container.status != "running":
+                    container.start()
+                started.append((service, container))
+            return started
+
+        started = await self._run(start_all)
+        await asyncio.gather(*(self._wait_healthy(s, c) for s, c in started))
+        for service, container in started:
+            if service.init_commands:
+                await self._run(self._run_init_commands, service, container)
+        return {**state, "services": {s.name: c.id for s, c in started}}
+
+    async def _wait_healthy(self, service: ServiceRuntime, container: Container) -> None:
+        image_health = await self._run(lambda: (container.reload(), container.attrs["Config"].get("Healthcheck"))[1])
+        budget = specs.health_budget(service, image_health)
+        deadline = time.monotonic() + budget
+        delay = 0.05
+        while True:
+            await self._run(container.reload)
+            st = container.attrs["State"]
+            if st["Status"] in {"exited", "dead"}:
+                logs = await self._run(lambda: container.logs(tail=30).decode(errors="replace").strip())
+                raise BackendError(f"Service {service.name!r} exited with code {st.get('ExitCode')}: "
+                                   f"{logs[-1500:] or 'no output'}",
+                                   hint="Fix the service in .taskspace/services.yaml and start the workspace again.")
+            health = (st.get("Health") or {}).get("Status")
+            if health in {None, "healthy"} and st["Status"] == "running":
+                return
+            if health == "unhealthy" or time.monotonic() > deadline:
+                last = ((st.get("Health") or {}).get("Log") or [{}])[-1].get("Output", "").strip()
+                raise BackendError(f"Service {service.name!r} did not become healthy within {budget:.0f}s"
+                                   + (f": {last[-500:]}" if last else "."),
+                                   hint="Check its healthcheck in .taskspace/services.yaml and its logs.")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def _run_init_commands(self, service: ServiceRuntime, container: Container) -> None:
+        try:
+            container.get_archive(INIT_MARKER)
+            return
+        except docker.errors.NotFound:
+            pass
+        for argv in service.init_commands:
+            code, output = container.exec_run(argv)
+            if code != 0:
+                text = output.decode(errors="replace").strip()[-1500:]
+                raise BackendError(f"Init command {' '.join(argv)!r} of service {service.name!r} failed "
+                                   f"with exit code {code}: {text}",
+                                   hint="Fix it in .taskspace/services.yaml; it runs again on the next start.")
+        container.put_archive("/", _tar({INIT_MARKER: b"done\n"}))
+
+    async def stop(self, workspace_id: str, state: dict[str, Any]) -> dict[str, Any]:
+        def work() -> None:
+            running = [c for c in self._owned_containers(workspace_id) if c.status in {"running", "restarting"}]
+            # Stop the workspace first, then its services.
+            running.sort(key=lambda c: c.labels.get(LABEL_ROLE) != "workspace")
+            for container in running:
+                try:
+                    container.stop(timeout=self.config.stop_timeout)
+                except docker.errors.NotFound:
+                    pass
+        await self._run(work)
+        return state
+
+    async def delete(self, workspace_id: str, state: dict[str, Any]) -> dict[str, Any]:
+        def work() -> None:
+            client = self._docker()
+            for container in self._owned_containers(workspace_id):
+                try:
+                    container.remove(force=True, v=True)
+                except docker.errors.NotFound:
+                    pass
+            flt = specs.owned_filter(self.installation, workspace_id)
+            for network in client.networks.list(filters=flt):
+                try:
+                    network.remove()
+                except docker.errors.NotFound:
+                    pass
+            for volume in client.volumes.list(filters=flt):
+                try:
+                    volume.remove(force=True)
+                except docker.errors.NotFound:
+                    pass
+        await self._run(work)
+        return {}
+
+    async def status(self, workspace_id: str, state: dict[str, Any]) -> WorkspaceStatus:
+        def work() -> WorkspaceStatus:
+            result = WorkspaceStatus(exists=False)
+            for c in self._owned_containers(workspace_id):
+                role = c.labels.get(LABEL_ROLE)
+                if role == "workspace":
+                    result.exists = True
+                    result.running = c.status == "running"
+                    result.started_at = _parse_time(c.attrs["State"].get("StartedAt"))
+                elif role == "service":
+                    health = (c.attrs["State"].get("Health") or {}).get("Status")
+                    result.services[c.labels.get("taskspace.service", c.name)] = health or c.status
+            return result
+        return await self._run(work)
+
+    # Inside the workspace --------------------------------------------------------------------
+
+    def _exec_create(self, workspace_id: str, argv: list[str], user: str | None,
+                     env: dict[str, str] | None, workdir: str | None) -> str:
+        return self._docker().api.exec_create(
+            specs.container_name(workspace_id), argv, user=user or "",
+            environment=env or None, workdir=workdir)["Id"]
+
+    async def exec(self, workspace_id: str, argv: list[str], *, user: str | None = None,
+                   env: dict[str, str] | None = None, workdir: str | None = None,
+                   timeout: float | None = None) -> ExecResult:
+        def work() -> ExecResult:
+            api = self._docker().api
+            exec_id = self._exec_create(workspace_id, argv, user, env, workdir)
+            out, err = api.exec_start(exec_id, demux=True)
+            code = api.exec_inspect(exec_id)["ExitCode"]
+            return ExecResult(exit_code=code if code is not None else -1, stdout=out or b"", stderr=err or b"")
+        if timeout is None:
+            return await self._run(work)
+        try:
+            return await asyncio.wait_for(self._run(work), timeout)
+        except TimeoutError:
+            raise BackendError(f"{argv[0]} did not finish within {timeout:.0f}s.",
+                               hint="It keeps running in the workspace; look at it with a terminal.") from None
+
+    async def exec_stream(self, workspace_id: str, argv: list[str], *, user: str | None = None,
+                          env: dict[str, str] | None = None,
+                          workdir: str | None = None) -> AsyncIterator[ExecChunk | int]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[ExecChunk | int | BaseException] = asyncio.Queue()
+
+        def pump() -> None:
+            try:
+                api = self._docker().api
+                exec_id = self._exec_create(workspace_id, argv, user, env, workdir)
+                for out, err in api.exec_start(exec_id, stream=True, demux=True):
+                    if out:
+                        loop.call_soon_threadsafe(queue.put_nowait, ExecChunk(stream="stdout", data=out))
+                    if err:
+                        loop.call_soon_threadsafe(queue.put_nowait, ExecChunk(stream="stderr", data=err))
+                code = api.exec_inspect(exec_id)["ExitCode"]
+                loop.call_soon_threadsafe(queue.put_nowait, code if code is not None else -1)
+            except BaseException as exc:  # delivered to the consumer below
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+
+        worker = asyncio.ensure_future(self._run(pump))
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    if isinstance(item, docker.errors.DockerException):
+                        raise BackendError(f"Running the command failed: {item}",
+                                           hint="Check that the workspace is running.") from item
+                    raise item
+                yield item
+                if isinstance(item, int):
+                    break
+        finally:
+            await asyncio.shield(worker)
+
+    # Reconciliation --------------------------------------------------------------------------
+
+    async def list_owned(self) -> list[OwnedResource]:
+        def work() -> list[OwnedResource]:
+            client = self._docker()
+            flt = specs.owned_filter(self.installation)
+            found: list[OwnedResource] = []
+            for c in client.api.containers(all=True, filters=flt):
+                found.append(OwnedResource(
+                    kind="container", name=c["Names"][0].lstrip("/"),
+                    workspace_id=c["Labels"].get(LABEL_WORKSPACE, ""), role=c["Labels"].get(LABEL_ROLE, ""),
+                    running=c["State"] == "running"))
+            for v in client.api.volumes(filters=flt).get("Volumes") or []:
+                found.append(OwnedResource(kind="volume", name=v["Name"],
+                                           workspace_id=(v.get("Labels") or {}).get(LABEL_WORKSPACE, ""),
+                                           role="volume"))
+            for n in client.api.networks(filters=flt):
+                found.append(OwnedResource(kind="network", name=n["Name"],
+                                           workspace_id=(n.get("Labels") or {}).get(LABEL_WORKSPACE, ""),
+                                           role="network"))
+            return found
+        return await self._run(work)
+
+    async def remove_owned(self, resource: OwnedResource) -> None:
+        def work() -> None:
+            client = self._docker()
+            try:
+                if resource.kind == "container":
+                    client.containers.get(resource.name).remove(force=True, v=True)
+                elif resource.kind == "volume":
+                    client.volumes.get(resource.name).remove(force=True)
+                else:
+                    client.networks.get(resource.name).remove()
+            except docker.errors.NotFound:
+                pass
+        await self._run(work)
+
+    # Capabilities ----------------------------------------------------------------------------
+
+    async def read_file(self, workspace_id: str, path: str) -> bytes | None:
+        def work() -> bytes | None:
+            container = self._find(specs.container_name(workspace_id))
+            if container is None:
+                return None
+            try:
+                stream, _ = container.get_archive(path)
+            except docker.errors.NotFound:
+                return None
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                member = tar.next()
+                if member is None or not member.isfile():
+                    return None
+                fh = tar.extractfile(member)
+                return fh.read() if fh else None
+        return await self._run(work)
+
+    async def ensure_local_base_image(self, log: LogSink) -> str:
+        return await self._run(base_image.ensure_base_image, self._docker(), log=log)
+
+    async def stats(self, workspace_id: str) -> ResourceStats | None:
+        def work() -> ResourceStats | None:
+            container = self._find(specs.container_name(workspace_id))
+            if container is None or container.status != "running":
+                return None
+            s = container.stats(stream=False)
+            cpu = s["cpu_stats"]["cpu_usage"]["total_usage"] - s["precpu_stats"]["cpu_usage"].get("total_usage", 0)
+            system = s["cpu_stats"].get("system_cpu_usage", 0) - s["precpu_stats"].get("system_cpu_usage", 0)
+            cpus = s["cpu_stats"].get("online_cpus") or 1
+            percent = (cpu / system) * cpus * 100 if system > 0 else 0.0
+            return ResourceStats(cpu_percent=round(percent, 2), memory_bytes=s["memory_stats"].get("usage", 0))
+        return await self._run(work)
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    """A tar to unpack at ``/``: each absolute path with its parent directories."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        dirs: set[str] = set()
+        for path, content in sorted(files.items()):
+            parts = path.strip("/").split("/")
+            for i in range(1, len(parts)):
+                d = "/".join(parts[:i])
+                if d not in dirs:
+                    dirs.add(d)
+                    info = tarfile.TarInfo(d)
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                    tar.addfile(info)
+            info = tarfile.TarInfo("/".join(parts))
+            info.size, info.mode, info.mtime = len(content), 0o644, int(time.time())
+            tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+__all__ = ["DockerBackend", "DockerBackendConfig", "LABEL_INSTALLATION"]

@@ -1,0 +1,154 @@
+"""Pure builders: WorkspaceSpec → keyword arguments for the docker SDK. No I/O here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from docker.types import Healthcheck, Mount
+
+from taskspace.core.environment import HealthCheck
+from taskspace.plugins.backends.base import (
+    LABEL_INSTALLATION,
+    LABEL_ROLE,
+    LABEL_SERVICE,
+    LABEL_WORKSPACE,
+    ServiceRuntime,
+    WorkspaceSpec,
+)
+
+# PID 1 of a workspace is docker-init; this shell idles and exits at once on SIGTERM so that a
+# stop takes milliseconds, not the engine's 10-second grace period.
+KEEPALIVE = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
+NANO = 1_000_000_000
+
+
+def container_name(workspace_id: str) -> str:
+    return f"ts-{workspace_id}"
+
+
+def service_container_name(workspace_id: str, service: str) -> str:
+    return f"ts-{workspace_id}-{service}"
+
+
+def volume_name(workspace_id: str) -> str:
+    return f"ts-{workspace_id}-workspace"
+
+
+def network_name(spec_network: str, workspace_id: str) -> str:
+    """The engine network a workspace joins: its own, the host's, or a shared one."""
+    if spec_network == "per-workspace":
+        return f"ts-{workspace_id}"
+    return spec_network
+
+
+def service_host(network: str, workspace_id: str, service: str) -> str:
+    """How the workspace reaches a service: by name on its own network, loopback on the host
+    network, the unique container name on a shared network (aliases would collide there)."""
+    if network == "per-workspace":
+        return service
+    if network == "host":
+        return "127.0.0.1"
+    return service_container_name(workspace_id, service)
+
+
+def labels(spec: WorkspaceSpec, role: str, **extra: str) -> dict[str, str]:
+    return {**spec.labels, LABEL_ROLE: role, **extra}
+
+
+def owned_filter(installation: str, workspace_id: str | None = None) -> dict[str, list[str]]:
+    wanted = [f"{LABEL_INSTALLATION}={installation}"]
+    if workspace_id:
+        wanted.append(f"{LABEL_WORKSPACE}={workspace_id}")
+    return {"label": wanted}
+
+
+def _network_kwargs(spec: WorkspaceSpec, alias: str | None) -> dict[str, Any]:
+    if spec.network == "host":
+        return {"network_mode": "host"}
+    name = network_name(spec.network, spec.id)
+    kwargs: dict[str, Any] = {"network": name}
+    if alias and spec.network == "per-workspace":
+        from docker.types import EndpointConfig  # noqa: PLC0415 - keeps the module import light
+
+        kwargs["networking_config"] = {name: EndpointConfig(version="1.41", aliases=[alias])}
+    return kwargs
+
+
+def workspace_container_kwargs(spec: WorkspaceSpec) -> dict[str, Any]:
+    mounts = [Mount(target="/workspace", source=volume_name(spec.id), type="volume")]
+    mounts += [Mount(target=target, source=source, type="bind", read_only=True)
+               for target, source in sorted(spec.read_only_binds.items())]
+    for m in spec.mounts:
+        if m.type == "volume":
+            mounts.append(Mount(target=m.target, source=m.source, type="volume", read_only=m.read_only))
+        else:
+            mounts.append(Mount(target=m.target, source=None, type="tmpfs", read_only=m.read_only))
+    kwargs: dict[str, Any] = {
+        "image": spec.image,
+        "name": container_name(spec.id),
+        "labels": labels(spec, "workspace"),
+        "environment": spec.env,
+        "working_dir": spec.workdir,
+        "entrypoint": ["/bin/sh", "-c", KEEPALIVE],
+        "command": [],
+        "init": True,
+        "detach": True,
+        "mounts": mounts,
+        "pids_limit": spec.pids_limit,
+        "privileged": False,
+        **_network_kwargs(spec, "workspace"),
+    }
+    if spec.network != "host":
+        kwargs["hostname"] = spec.hostname
+    if spec.user:
+        kwargs["user"] = spec.user
+    if spec.cpus:
+        kwargs["nano_cpus"] = int(spec.cpus * NANO)
+    if spec.memory_bytes:
+        kwargs["mem_limit"] = spec.memory_bytes
+    return kwargs
+
+
+def healthcheck(check: HealthCheck) -> Healthcheck:
+    return Healthcheck(
+        test=check.test,
+        interval=int(check.interval_seconds * NANO),
+        timeout=int(check.timeout_seconds * NANO),
+        retries=check.retries,
+        start_period=int(check.start_period_seconds * NANO),
+    )
+
+
+def service_container_kwargs(spec: WorkspaceSpec, service: ServiceRuntime) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "image": service.image,
+        "name": service_container_name(spec.id, service.name),
+        "labels": labels(spec, "service", **{LABEL_SERVICE: service.name}),
+        "environment": service.env,
+        "detach": True,
+        # A server as PID 1 often ignores SIGTERM; docker-init forwards it so a stop is quick.
+        "init": True,
+        "privileged": False,
+        "pids_limit": spec.pids_limit,
+        **_network_kwargs(spec, service.name),
+    }
+    if service.command:
+        kwargs["command"] = service.command
+    if service.healthcheck:
+        kwargs["healthcheck"] = healthcheck(service.healthcheck)
+    if spec.network != "host":
+        kwargs["hostname"] = service.name
+    return kwargs
+
+
+def health_budget(service: ServiceRuntime, image_health: dict[str, Any] | None) -> float:
+    """Seconds to wait for a service to become healthy before giving up."""
+    if service.healthcheck:
+        c = service.healthcheck
+        return c.start_period_seconds + (c.interval_seconds + c.timeout_seconds) * (c.retries + 1)
+    if image_health:
+        interval = (image_health.get("Interval") or 30 * NANO) / NANO
+        timeout = (image_health.get("Timeout") or 30 * NANO) / NANO
+        start = (image_health.get("StartPeriod") or 0) / NANO
+        return start + (interval + timeout) * ((image_health.get("Retries") or 3) + 1)
+    return 0.0

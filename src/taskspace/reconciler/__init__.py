@@ -1,0 +1,1 @@
+"""Loops that move the world towards what the database says: load → work → apply."""

@@ -1,0 +1,176 @@
+"""Decide the next phase from (state, desired) and run it until the workspace is settled."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from taskspace.core.errors import BackendError, StaleWrite, TaskspaceError
+from taskspace.core.states import Desired, State
+from taskspace.db.models import utcnow
+from taskspace.services.lifecycle.prepare import (
+    clone_step,
+    container_step,
+    image_step,
+    plan_of,
+    preflight,
+    volume_step,
+)
+from taskspace.services.lifecycle.purge import delete_step, rescue_step, stop_step
+from taskspace.services.lifecycle.snapshot import Snapshot, load, transition
+from taskspace.services.lifecycle.start import start_phase
+from taskspace.services.runtime import Runtime
+
+log = logging.getLogger(__name__)
+PURGE_RETRY = timedelta(minutes=5)
+
+
+class Phase(StrEnum):
+    PREPARE = "prepare"
+    START = "start"
+    STOP = "stop"
+    PURGE = "purge"
+
+
+def next_phase(state: State, desired: Desired, *, purge_retry_at: datetime | None = None,
+               now: datetime | None = None) -> Phase | None:
+    """What to do next, or None when the workspace is where it should be (or waits for a person)."""
+    if state == State.PURGED:
+        return None
+    if desired == Desired.PURGED:
+        if state == State.PURGE_BLOCKED and purge_retry_at and (now or utcnow()) < purge_retry_at:
+            return None
+        return Phase.PURGE
+    if state == State.PURGING:
+        return Phase.PURGE  # a purge once started is finished, whatever was asked since
+    if state in {State.REQUESTED, State.PREPARING}:
+        return Phase.PREPARE
+    if state == State.STARTING:
+        return Phase.START
+    if state == State.READY and desired == Desired.STOPPED:
+        return Phase.STOP
+    if state == State.STOPPED and desired == Desired.READY:
+        return Phase.START
+    return None
+
+
+async def _prepare(rt: Runtime, snap: Snapshot) -> None:
+    if snap.state == State.REQUESTED:
+        await transition(rt, snap, State.PREPARING, reason="provisioning started")
+    plan = await preflight(rt, snap)
+    await image_step(rt, snap, plan)
+    await volume_step(rt, snap, plan)
+    await container_step(rt, snap, plan)
+    await clone_step(rt, snap, plan)
+    await transition(rt, snap, State.STARTING, reason="repositories ready")
+    await _start(rt, snap, resumed=False)
+
+
+async def _start(rt: Runtime, snap: Snapshot, *, resumed: bool) -> None:
+    started = time.monotonic()
+    if snap.state != State.STARTING:
+        await transition(rt, snap, State.STARTING, reason="start requested")
+    plan = plan_of(snap)
+    assert plan is not None, "a workspace past preparing has a plan"
+    await start_phase(rt, snap, plan, resumed=resumed)
+    now = utcnow()
+    values: dict[str, object] = {"last_started_at": now, "step": None}
+    if snap.ws.ready_at is None:
+        values["ready_at"] = now
+        values["ready_seconds"] = (now - snap.ws.created_at).total_seconds()
+    duration = (now - snap.ws.created_at).total_seconds() if snap.ws.ready_at is None else time.monotonic() - started
+    reason = "workspace ready" if snap.ws.startup_status != "failed" else \
+        f"workspace ready, but {snap.ws.startup_detail}"
+    await transition(rt, snap, State.READY, reason=reason, duration=duration, values=values)
+
+
+async def _stop(rt: Runtime, snap: Snapshot) -> None:
+    started = time.monotonic()
+    await stop_step(rt, snap)
+    await transition(rt, snap, State.STOPPED, reason="stop requested", duration=time.monotonic() - started,
+                     values={"step": None})
+
+
+async def _purge(rt: Runtime, snap: Snapshot) -> None:
+    started = time.monotonic()
+    if snap.state != State.PURGING:
+        await transition(rt, snap, State.PURGING, reason="purge started")
+    pushed: list[dict[str, str]] = []
+    if not snap.ws.discard_unpushed:
+        try:
+            pushed = await rescue_step(rt, snap)
+        except TaskspaceError as exc:
+            await transition(rt, snap, State.PURGE_BLOCKED, reason=str(exc),
+                             values={"purge_retry_at": utcnow() + PURGE_RETRY, "failure_reason": str(exc),
+                                     "failure_step": "rescue", "step": None})
+            return
+    await delete_step(rt, snap)
+    data = {"rescued": pushed}
+    reason = "purged" + (f"; work rescued to {', '.join(p['branch'] for p in pushed)}" if pushed else "")
+    await transition(rt, snap, State.PURGED, reason=reason, duration=time.monotonic() - started, data=data,
+                     values={"purged_at": utcnow(), "step": None})
+
+
+async def drive(rt: Runtime, workspace_id: str) -> None:
+    """Run phases until the workspace is settled. Safe to call at any time, from any state:
+    every phase resumes where a previous (possibly killed) run stopped."""
+    for _ in range(10):  # a bound, not a retry policy: each pass makes progress or stops
+        snap = await load(rt, workspace_id)
+        phase = next_phase(snap.state, Desired(snap.ws.desired), purge_retry_at=snap.ws.purge_retry_at)
+        if phase is None:
+            return
+        try:
+            if phase == Phase.PREPARE:
+                await _prepare(rt, snap)
+            elif phase == Phase.START:
+                await _start(rt, snap, resumed=True)
+            elif phase == Phase.STOP:
+                await _stop(rt, snap)
+            else:
+                await _purge(rt, snap)
+        except StaleWrite as exc:
+            log.info("workspace %s: %s", workspace_id, exc.message)
+            continue
+        except BackendError as exc:
+            if await _engine_down(rt):
+                log.warning("workspace %s: engine unreachable, will retry: %s", workspace_id, exc.message)
+                return
+            await _fail(rt, workspace_id, exc)
+            return
+        except TaskspaceError as exc:
+            await _fail(rt, workspace_id, exc)
+            return
+        except Exception as exc:
+            log.exception("workspace %s: unexpected error", workspace_id)
+            await _fail(rt, workspace_id, TaskspaceError(f"Internal error: {type(exc).__name__}: {exc}",
+                                                          hint="This is a bug in taskspace; the server log "
+                                                               "has the details."))
+            return
+
+
+async def _engine_down(rt: Runtime) -> bool:
+    try:
+        await rt.backend.list_owned()
+        return False
+    except BackendError:
+        return True
+
+
+async def _fail(rt: Runtime, workspace_id: str, exc: TaskspaceError) -> None:
+    """Record the failure with the step and the reason. A failed purge is blocked instead."""
+    try:
+        snap = await load(rt, workspace_id)
+        if snap.state in {State.FAILED, State.PURGED}:
+            return
+        if snap.state == State.PURGING:
+            await transition(rt, snap, State.PURGE_BLOCKED, reason=str(exc),
+                             values={"purge_retry_at": utcnow() + PURGE_RETRY, "failure_reason": str(exc),
+                                     "failure_step": snap.ws.step, "step": None})
+            return
+        await transition(rt, snap, State.FAILED, reason=str(exc),
+                         values={"failure_step": snap.ws.step, "failure_reason": str(exc)})
+    except StaleWrite:
+        log.info("workspace %s changed while its failure was recorded", workspace_id)
+

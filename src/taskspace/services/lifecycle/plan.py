@@ -1,0 +1,140 @@
+"""The plan of a workspace: what preflight decided from the primary repository's own files.
+
+Stored as JSON on the workspace so every later step (and every restart of the server) works
+from the same decisions. Pure functions here; the reading of files happens in preflight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from taskspace.core.environment import (
+    DockerBuild,
+    DockerfileSummary,
+    EnvironmentConfig,
+    EnvironmentSummary,
+    ServiceDecl,
+)
+from taskspace.core.services_spec import resolve_publish
+from taskspace.core.workspace_scripts import MIRRORS_DIR, WORKSPACE
+from taskspace.plugins.backends.base import (
+    LABEL_INSTALLATION,
+    LABEL_TICKET,
+    LABEL_WORKSPACE,
+    ServiceRuntime,
+    WorkspaceSpec,
+)
+
+RECIPE_VERSION = "1"
+
+
+class ImagePlan(BaseModel):
+    ref: str = Field(description="The content-addressed tag to build, or the image to pull")
+    build: DockerBuild | None = None
+    repo: str = Field(description="Repository holding the build context")
+    commit: str
+    context_tree: str | None = None
+
+
+class ServicePlan(BaseModel):
+    decl: ServiceDecl
+    image: ImagePlan
+
+
+class Plan(BaseModel):
+    primary: str
+    commit: str = Field(description="Commit of the primary repository the environment came from")
+    environment: EnvironmentConfig
+    image: ImagePlan
+    services: list[ServicePlan] = Field(default_factory=list)
+    mirrors: dict[str, str] = Field(default_factory=dict, description="Repository name → host mirror path")
+
+
+def image_tag(project_key: str, *, dockerfile: str, dockerfile_text: bytes, context_tree: str,
+              build: DockerBuild, role: str = "workspace") -> str:
+    """A tag that changes exactly when the Dockerfile, the build context or the args change."""
+    digest = hashlib.sha256()
+    for part in (RECIPE_VERSION, role, dockerfile, context_tree, json.dumps(build.args, sort_keys=True),
+                 build.target or ""):
+        digest.update(part.encode() + b"\0")
+    digest.update(dockerfile_text)
+    name = project_key.lower() if role == "workspace" else f"{project_key.lower()}-{role}"
+    return f"taskspace/{name}:{digest.hexdigest()[:16]}"
+
+
+def summarize(plan: Plan, dockerfile: DockerfileSummary | None) -> EnvironmentSummary:
+    env = plan.environment
+    names = set(env.container_env) | set(env.remote_env)
+    for service in plan.services:
+        names |= set(service.decl.publish)
+    if dockerfile:
+        names |= set(dockerfile.env_names)
+    return EnvironmentSummary(
+        source=env.source,
+        config_path=env.config_path,
+        image=plan.image.ref,
+        base_images=dockerfile.base_images if dockerfile else [plan.image.ref],
+        exposed_ports=dockerfile.exposed_ports if dockerfile else [],
+        env_names=sorted(names),
+        workdir=dockerfile.workdir if dockerfile else None,
+        user=env.remote_user or env.container_user or (dockerfile.user if dockerfile else None),
+        forward_ports=env.forward_ports,
+        services=[s.decl.name for s in plan.services],
+        warnings=env.warnings,
+    )
+
+
+def container_env(plan: Plan, *, hosts: dict[str, str], workspace_id: str, ticket: str, branch: str,
+                  primary: str) -> dict[str, str]:
+    """The workspace's environment: taskspace's own variables, what each service publishes
+    (``${host}`` resolved through ``hosts``), then devcontainer.json's containerEnv."""
+    env = {
+        "TASKSPACE_WORKSPACE": workspace_id,
+        "TASKSPACE_TICKET": ticket,
+        "TASKSPACE_BRANCH": branch,
+        "TASKSPACE_PRIMARY_REPO": f"{WORKSPACE}/{primary}",
+    }
+    for service in plan.services:
+        env.update(resolve_publish(service.decl, hosts[service.decl.name]))
+    env.update(plan.environment.container_env)
+    return env
+
+
+def scoped_volume(project_key: str, source: str) -> str:
+    """devcontainer volumes are shared by a project's workspaces, never across projects."""
+    return f"ts-{project_key.lower()}-{source}"
+
+
+def workspace_spec(plan: Plan, *, workspace_id: str, installation: str, project_key: str, ticket: str,
+                   branch: str, network: str, hosts: dict[str, str], pids_limit: int,
+                   services: list[ServiceRuntime] | None = None) -> WorkspaceSpec:
+    env_config = plan.environment
+    mounts = [m.model_copy(update={"source": scoped_volume(project_key, m.source)})
+              if m.type == "volume" and m.source else m for m in env_config.mounts]
+    return WorkspaceSpec(
+        id=workspace_id,
+        hostname=ticket.lower(),
+        image=plan.image.ref,
+        labels={LABEL_WORKSPACE: workspace_id, LABEL_INSTALLATION: installation, LABEL_TICKET: ticket},
+        env=container_env(plan, hosts=hosts, workspace_id=workspace_id, ticket=ticket, branch=branch,
+                          primary=plan.primary),
+        user=env_config.container_user,
+        workdir=f"{WORKSPACE}/{plan.primary}",
+        network=network,
+        read_only_binds={f"{MIRRORS_DIR}/{name}.git": path for name, path in plan.mirrors.items()},
+        mounts=mounts,
+        services=services or [],
+        pids_limit=pids_limit,
+    )
+
+
+def exec_user(plan: Plan) -> str | None:
+    return plan.environment.remote_user or plan.environment.container_user
+
+
+def dump(plan: Plan) -> dict[str, Any]:
+    return plan.model_dump(mode="json")

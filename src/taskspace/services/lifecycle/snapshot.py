@@ -1,0 +1,139 @@
+"""Loading a workspace with everything a step needs, and guarded writes back."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+
+from taskspace.core.errors import NotFound, StaleWrite
+from taskspace.core.states import State, Step, can_transition
+from taskspace.db.engine import transaction
+from taskspace.db.models import Event, GitToken, Project, Ticket, User, Workspace, WorkspaceRepo, utcnow
+from taskspace.gitops.runner import GitCredential
+from taskspace.services import git_tokens
+from taskspace.services.runtime import Runtime
+
+
+@dataclass
+class Snapshot:
+    """A workspace as loaded at one version, detached from any session."""
+
+    ws: Workspace
+    ticket: Ticket
+    project: Project
+    owner: User
+    repos: list[WorkspaceRepo]
+    credentials: dict[str, GitCredential | None] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.ws.id
+
+    @property
+    def state(self) -> State:
+        return State(self.ws.state)
+
+    @property
+    def version(self) -> int:
+        return self.ws.version
+
+    @property
+    def primary(self) -> WorkspaceRepo:
+        return next((r for r in self.repos if r.is_primary), self.repos[0])
+
+
+async def load(rt: Runtime, workspace_id: str) -> Snapshot:
+    async with transaction(rt.sessions) as session:
+        ws = await session.get(Workspace, workspace_id, populate_existing=True)
+        if ws is None:
+            raise NotFound(f"Workspace {workspace_id} does not exist.")
+        token_ids = {r.token_id for r in ws.repos if r.token_id}
+        tokens = {t.id: t for t in await session.scalars(select(GitToken).where(GitToken.id.in_(token_ids)))} \
+            if token_ids else {}
+        project = await session.get(Project, ws.project_id)
+        assert project is not None
+        snap = Snapshot(ws=ws, ticket=ws.ticket, project=project, owner=ws.owner, repos=list(ws.repos))
+    for repo in snap.repos:
+        token = tokens.get(repo.token_id) if repo.token_id else None
+        snap.credentials[repo.name] = git_tokens.credential(rt.vault, token) if token else None
+    return snap
+
+
+def _now() -> datetime:
+    return utcnow()
+
+
+async def apply(rt: Runtime, snap: Snapshot, values: dict[str, Any], *,
+                events: list[dict[str, Any]] | None = None) -> None:
+    """Write ``values`` if the row is still at ``snap.version``; bump the version and append
+    ``events``. Raises StaleWrite when another worker or a user changed the row meanwhile."""
+    async with transaction(rt.sessions) as session:
+        result = await session.execute(
+            update(Workspace)
+            .where(Workspace.id == snap.id, Workspace.version == snap.version)
+            .values(**values, version=snap.version + 1, updated_at=_now())
+        )
+        if result.rowcount != 1:
+            raise StaleWrite(f"Workspace {snap.id} changed while a step ran; its result was dropped.")
+        for event in events or []:
+            session.add(Event(workspace_id=snap.id, **event))
+    for key, value in values.items():
+        setattr(snap.ws, key, value)
+    snap.ws.version += 1
+    if events:
+        await rt.bus.published()
+
+
+async def transition(rt: Runtime, snap: Snapshot, to: State, *, actor: str = "taskspace",
+                     reason: str | None = None, duration: float | None = None,
+                     values: dict[str, Any] | None = None, data: dict[str, Any] | None = None) -> None:
+    src = snap.state
+    if src == to:
+        return
+    if not can_transition(src, to):
+        raise StaleWrite(f"Workspace {snap.id} cannot go from {src} to {to}.")
+    event = {"actor": actor, "kind": "transition", "from_state": src.value, "to_state": to.value,
+             "reason": reason, "duration_ms": int(duration * 1000) if duration is not None else None,
+             "data": data or {}, "step": snap.ws.step if to == State.FAILED else None}
+    await apply(rt, snap, {"state": to.value, **(values or {})}, events=[event])
+
+
+class StepTimer:
+    """Marks a step as current, then records its outcome as a step event with its duration."""
+
+    def __init__(self, rt: Runtime, snap: Snapshot, step: Step):
+        self.rt, self.snap, self.step = rt, snap, step
+        self.data: dict[str, Any] = {}
+        self.values: dict[str, Any] = {}
+        self.status = "ok"
+        self.reason: str | None = None
+
+    async def __aenter__(self) -> StepTimer:
+        await apply(self.rt, self.snap, {"step": self.step.value})
+        delay = self.rt.settings.failpoint_delays.get(self.step.value)
+        if delay:
+            # Testing hook (TASKSPACE_FAILPOINTS): hold the step open so a test can kill the server here.
+            import asyncio  # noqa: PLC0415
+
+            await asyncio.sleep(delay)
+        self.started = time.monotonic()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc is not None:
+            return  # the driver records the failure with its reason
+        elapsed = time.monotonic() - self.started
+        event = {"actor": "taskspace", "kind": "step", "step": self.step.value, "status": self.status,
+                 "reason": self.reason, "duration_ms": int(elapsed * 1000), "data": self.data}
+        await apply(self.rt, self.snap, self.values, events=[event])
+
+
+async def record_note(rt: Runtime, workspace_id: str, *, actor: str, reason: str,
+                      data: dict[str, Any] | None = None) -> None:
+    async with transaction(rt.sessions) as session:
+        session.add(Event(workspace_id=workspace_id, actor=actor, kind="note", reason=reason, data=data or {}))
+    await rt.bus.published()

@@ -1,0 +1,154 @@
+"""Projects: a named application made of repositories (the first is primary) and a purge policy."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from taskspace.core.errors import Conflict, GitError, InvalidInput, NotFound
+from taskspace.core.naming import REPO_NAME_RE, validate_project_key, validate_repo_name
+from taskspace.core.repo_url import RepoUrl, parse_repo_url
+from taskspace.core.tickets import StatusCategory
+from taskspace.db.engine import transaction
+from taskspace.db.models import Project, Repo, User
+from taskspace.plugins.registry import load_tracker
+from taskspace.services import git_tokens
+from taskspace.services.runtime import Runtime
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_REPOS = 20
+
+
+@dataclass
+class RepoInput:
+    name: str
+    url: RepoUrl
+
+
+@dataclass
+class ProjectInput:
+    name: str
+    repos: list[str]
+    key: str | None = None
+    dockerfile: str = "Dockerfile"
+    purge_on: list[str] | None = None
+    purge_on_category: str | None = StatusCategory.DONE.value
+    grace_seconds: float = 0
+    tracker: str = "builtin"
+
+
+def derive_key(name: str) -> str:
+    letters = re.sub(r"[^A-Z0-9]", "", name.upper())
+    letters = letters.lstrip("0123456789")
+    return letters[:10]
+
+
+def parse_repo_arg(raw: str, rt: Runtime) -> RepoInput:
+    """``URL`` or ``NAME=URL`` (to choose the directory name)."""
+    name, sep, rest = raw.partition("=")
+    if sep and REPO_NAME_RE.match(name) and "/" not in name and ":" not in name:
+        url = parse_repo_url(rest, rt.settings.repo_url_policy)
+        return RepoInput(validate_repo_name(name), url)
+    url = parse_repo_url(raw, rt.settings.repo_url_policy)
+    return RepoInput(validate_repo_name(url.name), url)
+
+
+def validate_dockerfile_path(path: str) -> str:
+    p = PurePosixPath(path)
+    if not path or p.is_absolute() or ".." in p.parts or "\\" in path or len(path) > 500 \
+            or any(ord(c) < 0x20 for c in path):
+        raise InvalidInput(f"{path!r} is not a Dockerfile path inside the primary repository.",
+                           hint="Give a relative path such as 'Dockerfile' or 'docker/dev.Dockerfile'.",
+                           field="dockerfile")
+    return str(p)
+
+
+def _validate(data: ProjectInput, rt: Runtime) -> tuple[str, list[RepoInput], list[str]]:
+    if not NAME_RE.match(data.name or ""):
+        raise InvalidInput(f"{data.name!r} is not a valid project name.",
+                           hint="Use up to 64 letters, digits, '.', '_' and '-'.", field="name")
+    key = validate_project_key(data.key or derive_key(data.name))
+    if not data.repos:
+        raise InvalidInput("A project needs at least one repository.", hint="Add --repo URL.", field="repos")
+    if len(data.repos) > MAX_REPOS:
+        raise InvalidInput(f"A project can have at most {MAX_REPOS} repositories.", field="repos")
+    repos = [parse_repo_arg(r, rt) for r in data.repos]
+    seen: set[str] = set()
+    for repo in repos:
+        if repo.name in seen:
+            raise InvalidInput(f"Two repositories would both be cloned to /workspace/{repo.name}.",
+                               hint="Name one explicitly with --repo NAME=URL.", field="repos")
+        seen.add(repo.name)
+    validate_dockerfile_path(data.dockerfile)
+    tracker = load_tracker(data.tracker)
+    workflow = tracker(tracker.config_model()).workflow()
+    statuses = []
+    for status in data.purge_on or []:
+        canonical = workflow.canonical(status)
+        if canonical is None:
+            names = ", ".join(s.name for s in workflow.statuses)
+            raise InvalidInput(f"{status!r} is not a status of the {data.tracker} tracker.",
+                               hint=f"Statuses: {names}.", field="purge_on")
+        statuses.append(canonical)
+    if data.purge_on_category is not None and data.purge_on_category not in set(StatusCategory):
+        raise InvalidInput(f"{data.purge_on_category!r} is not a status category.",
+                           hint="Use todo, in_progress or done.", field="purge_on_category")
+    return key, repos, statuses
+
+
+async def create(rt: Runtime, *, user: User, data: ProjectInput) -> Project:
+    """Validate, check every repository answers (with the caller's token for its host), then
+    store. Nothing is created when any check fails."""
+    key, repos, statuses = _validate(data, rt)
+    async with transaction(rt.sessions) as session:
+        clash = await session.scalar(select(Project).where(or_(Project.name == data.name, Project.key == key)))
+        if clash is not None:
+            raise Conflict(f"A project named {clash.name!r} with key {clash.key} exists already.",
+                           hint="Choose another name (or --key).")
+        creds = []
+        for repo in repos:
+            token = await git_tokens.choose(session=session, user=user, repo=repo.url, preferred=None)
+            creds.append(git_tokens.credential(rt.vault, token) if token else None)
+
+    async def probe(repo: RepoInput, cred: object) -> str:
+        try:
+            heads = await rt.mirrors.ls_remote(repo.url, cred)  # type: ignore[arg-type]
+        except GitError as exc:
+            raise GitError(f"Cannot read {repo.url.url}: {exc.message}", hint=exc.hint) from None
+        if not heads.branches:
+            raise InvalidInput(f"{repo.url.url} has no branches yet.",
+                               hint="Push a first commit, then add the project.", field="repos")
+        return heads.default_branch or next(iter(heads.branches))
+
+    defaults = await asyncio.gather(*(probe(r, c) for r, c in zip(repos, creds, strict=True)))
+
+    async with transaction(rt.sessions) as session:
+        project = Project(
+            key=key, name=data.name, tracker=data.tracker, dockerfile=data.dockerfile,
+            purge_on_category=data.purge_on_category, purge_on_statuses=statuses,
+            purge_grace_seconds=int(data.grace_seconds),
+            repos=[Repo(name=r.name, url=r.url.url, default_branch=d, is_primary=i == 0, position=i)
+                   for i, (r, d) in enumerate(zip(repos, defaults, strict=True))],
+        )
+        session.add(project)
+        try:
+            await session.flush()
+        except Exception as exc:  # a concurrent create won the unique name/key
+            raise Conflict(f"A project named {data.name!r} or with key {key} exists already.") from exc
+    return project
+
+
+async def list_all(*, session: AsyncSession) -> list[Project]:
+    return list(await session.scalars(select(Project).order_by(Project.name)))
+
+
+async def get(*, session: AsyncSession, ref: str) -> Project:
+    project = await session.scalar(select(Project).where(or_(Project.name == ref, Project.key == ref.upper())))
+    if project is None:
+        raise NotFound(f"No project named {ref!r}.", hint="See 'taskspace project list'.")
+    return project

@@ -1,0 +1,74 @@
+"""What the use-cases need, built once at start-up and passed in explicitly."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from taskspace.db import migrate
+from taskspace.db.engine import create_engine, create_sessionmaker, transaction
+from taskspace.db.models import Meta
+from taskspace.gitops.mirrors import Mirrors
+from taskspace.plugins.backends.base import Backend
+from taskspace.plugins.registry import load_backend
+from taskspace.services.bus import Bus
+from taskspace.services.vault import Vault
+from taskspace.settings import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    backend: Backend
+    mirrors: Mirrors
+    vault: Vault
+    installation: str
+    bus: Bus = field(default_factory=Bus)
+    #: Identifies this process as a lease holder: host name and pid.
+    instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+async def installation_id(sessions: async_sessionmaker[AsyncSession]) -> str:
+    """The id that labels this installation's engine resources, created on first start."""
+    async with transaction(sessions) as session:
+        row = await session.get(Meta, "installation")
+        if row is None:
+            row = Meta(key="installation", value=secrets.token_hex(4))
+            session.add(row)
+        return row.value
+
+
+def backend_config(settings: Settings, backend_cls: type[Backend]) -> dict[str, object]:
+    if backend_cls.name == "docker":
+        return {"base_url": settings.docker_host, "build_timeout": settings.build_timeout}
+    return {}
+
+
+async def build_runtime(settings: Settings) -> Runtime:
+    """Prepare the data dir, migrate the database and wire the plugins. Opens no engine connection."""
+    settings.ensure_data_dir()
+    engine = create_engine(settings.sqlalchemy_url)
+    await migrate.upgrade(engine)
+    sessions = create_sessionmaker(engine)
+    installation = await installation_id(sessions)
+    backend_cls = load_backend(settings.backend)
+    config = backend_cls.config_model(**backend_config(settings, backend_cls))
+    assert settings.secret_key is not None
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        backend=backend_cls(config, installation=installation),
+        mirrors=Mirrors(settings.mirrors_dir),
+        vault=Vault(settings.secret_key.get_secret_value()),
+        installation=installation,
+    )

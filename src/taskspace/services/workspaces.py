@@ -1,0 +1,257 @@
+"""Workspaces as users see them: launch, look up, ask to stop/start/purge, follow events, logs, exec.
+
+These calls record intent and return at once; the reconciler does the work (see
+``services.lifecycle``). Launching a ticket that already has a workspace returns that one,
+also when two launches race (a partial unique index decides).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from taskspace.core.errors import Conflict, InvalidInput, NotFound
+from taskspace.core.naming import ticket_branch, validate_branch_name, validate_ticket_key
+from taskspace.core.repo_url import parse_repo_url
+from taskspace.core.states import PREPARE_STEPS, Desired, State, Step
+from taskspace.core.tickets import StatusCategory
+from taskspace.core.workspace_scripts import STARTUP_LOG
+from taskspace.db.engine import transaction
+from taskspace.db.models import Event, Ticket, User, Workspace, WorkspaceRepo, utcnow
+from taskspace.plugins.backends.base import ExecChunk, SupportsFileRead
+from taskspace.services import git_tokens
+from taskspace.services.lifecycle.prepare import build_log_path
+from taskspace.services.runtime import Runtime
+
+MAX_ARGV = 256
+MAX_ARG_LENGTH = 65536
+
+
+@dataclass
+class LaunchRequest:
+    key: str
+    repos: list[str] | None = None
+    source_branch: str | None = None
+    source_branches: dict[str, str] = field(default_factory=dict)
+    target_branch: str | None = None
+    target_branches: dict[str, str] = field(default_factory=dict)
+    token: str | None = None
+
+
+def _branches(request: LaunchRequest, names: set[str]) -> None:
+    for label, single, per_repo in (("source_branch", request.source_branch, request.source_branches),
+                                    ("target_branch", request.target_branch, request.target_branches)):
+        if single:
+            validate_branch_name(single, field=label)
+        for repo, branch in per_repo.items():
+            if repo not in names:
+                raise InvalidInput(f"{label} names repository {repo!r}, which is not chosen for this workspace.",
+                                   hint=f"Chosen: {', '.join(sorted(names))}.", field=label)
+            validate_branch_name(branch, field=label)
+
+
+async def active_for(session: AsyncSession, ticket_id: int, owner_id: int) -> Workspace | None:
+    return await session.scalar(select(Workspace).where(
+        Workspace.ticket_id == ticket_id, Workspace.owner_id == owner_id, Workspace.state != State.PURGED.value))
+
+
+async def launch(rt: Runtime, *, user: User, request: LaunchRequest) -> tuple[Workspace, bool]:
+    """Create the workspace row (state ``requested``) or return the caller's existing one.
+    Returns (workspace, created). Validates everything first; creates nothing on bad input."""
+    key = validate_ticket_key(request.key.strip().upper())
+    async with transaction(rt.sessions) as session:
+        ticket = await session.scalar(select(Ticket).where(Ticket.key == key))
+        if ticket is None:
+            raise NotFound(f"No ticket {key}.", hint="See 'taskspace ticket list'.")
+        existing = await active_for(session, ticket.id, user.id)
+        if existing is not None:
+            return existing, False
+        if ticket.status_category == StatusCategory.DONE.value:
+            raise Conflict(f"{key} is {ticket.status}: its workspace would be purged at once.",
+                           hint="Move the ticket back to a working status to launch a workspace.")
+        project_repos = ticket.project.repos
+        by_name = {r.name: r for r in project_repos}
+        wanted = request.repos or [r.name for r in project_repos]
+        unknown = [n for n in wanted if n not in by_name]
+        if unknown:
+            raise InvalidInput(f"Project {ticket.project.name} has no repository named {', '.join(map(repr, unknown))}.",
+                               hint=f"Repositories: {', '.join(by_name)}.", field="repos")
+        if len(set(wanted)) != len(wanted):
+            raise InvalidInput("A repository is chosen twice.", field="repos")
+        primary = next(r for r in project_repos if r.is_primary)
+        if primary.name not in wanted:
+            wanted.insert(0, primary.name)  # its .taskspace/ and Dockerfile make the environment
+        _branches(request, set(wanted))
+        rows = []
+        token_found = request.token is None
+        for position, name in enumerate(sorted(wanted, key=lambda n: by_name[n].position)):
+            repo = by_name[name]
+            url = parse_repo_url(repo.url, rt.settings.repo_url_policy)
+            token = await git_tokens.choose(session=session, user=user, repo=url, preferred=request.token)
+            token_found = token_found or (token is not None and token.name == request.token)
+            if token is not None:
+                git_tokens.mark_used(token)
+            rows.append(WorkspaceRepo(
+                repo_id=repo.id, name=name, url=repo.url, is_primary=repo.is_primary, position=position,
+                source_branch=request.source_branches.get(name) or request.source_branch,
+                target_branch=request.target_branches.get(name) or request.target_branch,
+                token_id=token.id if token else None))
+        if not token_found:
+            raise InvalidInput(f"Token {request.token!r} is not for the host of any chosen repository.",
+                               hint="See 'taskspace token list' for each token's host.", field="token")
+        workspace = Workspace(
+            id=secrets.token_hex(6), ticket_id=ticket.id, owner_id=user.id, project_id=ticket.project_id,
+            state=State.REQUESTED.value, desired=Desired.READY.value, branch=ticket_branch(key, ticket.title),
+            backend=rt.settings.backend, repos=rows)
+        try:
+            async with session.begin_nested():
+                session.add(workspace)
+                await session.flush()
+        except IntegrityError:
+            # A concurrent launch of the same ticket by the same user won the race: return its workspace.
+            existing = await active_for(session, ticket.id, user.id)
+            if existing is None:
+                raise Conflict("The launch collided with another change.", hint="Launch again.") from None
+            return existing, False
+        session.add(Event(workspace_id=workspace.id, actor=user.username, kind="transition", from_state=None,
+                          to_state=State.REQUESTED.value, reason=f"launched by {user.username}"))
+    rt.bus.wake_reconciler(workspace.id)
+    await rt.bus.published()
+    return workspace, True
+
+
+async def find(*, session: AsyncSession, user: User, ref: str) -> Workspace:
+    """The caller's workspace for a ticket key (the active one, else the latest), or by id."""
+    ref = ref.strip()
+    stmt = (select(Workspace).join(Ticket).where(Workspace.owner_id == user.id)
+            .where(or_(Ticket.key == ref.upper(), Workspace.id == ref.lower())))
+    rows = list(await session.scalars(stmt.order_by(Workspace.created_at.desc())))
+    for ws in rows:
+        if ws.state != State.PURGED.value:
+            return ws
+    if rows:
+        return rows[0]
+    raise NotFound(f"You have no workspace for {ref}.", hint=f"Launch one with 'taskspace ws launch {ref}'.")
+
+
+async def list_for(*, session: AsyncSession, user: User, include_purged: bool = False) -> list[Workspace]:
+    stmt = select(Workspace).where(Workspace.owner_id == user.id).order_by(Workspace.created_at.desc())
+    if not include_purged:
+        stmt = stmt.where(Workspace.state != State.PURGED.value)
+    return list(await session.scalars(stmt.limit(1000)))
+
+
+def _retry_values(ws: Workspace) -> tuple[State, dict[str, Any]]:
+    """Where a failed workspace starts again. A failure before the container existed re-plans
+    (the Dockerfile may have been fixed); later ones keep the plan."""
+    step = ws.failure_step
+    if not ws.plan or step in {Step.PREFLIGHT.value, Step.IMAGE.value}:
+        return State.PREPARING, {"plan": {}}
+    if step in {s.value for s in PREPARE_STEPS}:
+        return State.PREPARING, {}
+    return State.STARTING, {}
+
+
+async def request(rt: Runtime, *, user: User, ref: str, desired: Desired, discard_unpushed: bool = False) -> Workspace:
+    """Ask for ``desired``. Bumps the version so that a step in flight drops its result and the
+    reconciler drives the workspace again towards the new goal."""
+    async with transaction(rt.sessions) as session:
+        ws = await find(session=session, user=user, ref=ref)
+        state = State(ws.state)
+        if state == State.PURGED:
+            raise Conflict(f"The workspace for {ws.ticket.key} was purged.",
+                           hint=f"Launch a new one with 'taskspace ws launch {ws.ticket.key}'.")
+        if state == State.PURGING and desired != Desired.PURGED:
+            raise Conflict("The workspace is being purged.", hint="Wait for the purge to finish.")
+        values: dict[str, Any] = {"desired": desired.value, "version": ws.version + 1, "updated_at": utcnow()}
+        verb = {Desired.READY: "start", Desired.STOPPED: "stop", Desired.PURGED: "purge"}[desired]
+        event = {"actor": user.username, "kind": "note", "reason": f"{verb} requested by {user.username}"}
+        if desired == Desired.PURGED:
+            values |= {"purge_retry_at": None, "discard_unpushed": discard_unpushed}
+            if discard_unpushed:
+                event["reason"] += " (discarding unpushed work)"
+        if desired == Desired.READY and state in {State.FAILED, State.PURGE_BLOCKED}:
+            to, extra = _retry_values(ws) if state == State.FAILED else (State.STARTING, {})
+            values |= {"state": to.value, "failure_step": None, "failure_reason": None, **extra}
+            if "plan" in extra:
+                await session.execute(update(WorkspaceRepo).where(
+                    WorkspaceRepo.workspace_id == ws.id, WorkspaceRepo.branch_existed.is_(False))
+                    .values(base_sha=None, branch_existed=None))
+            event |= {"kind": "transition", "from_state": state.value, "to_state": to.value}
+        await session.execute(update(Workspace).where(Workspace.id == ws.id).values(**values))
+        session.add(Event(workspace_id=ws.id, **event))
+        await session.flush()
+        await session.refresh(ws)
+    rt.bus.wake_reconciler(ws.id)
+    await rt.bus.published()
+    return ws
+
+
+async def events(*, session: AsyncSession, workspace_id: str, after: int = 0) -> list[Event]:
+    return list(await session.scalars(
+        select(Event).where(Event.workspace_id == workspace_id, Event.id > after).order_by(Event.id)))
+
+
+async def wait_for_events(rt: Runtime, *, workspace_id: str, after: int, timeout: float) -> list[Event]:
+    """New events after ``after``, waiting up to ``timeout`` seconds for the first one."""
+    loop_deadline = timeout
+    while True:
+        async with transaction(rt.sessions) as session:
+            found = await events(session=session, workspace_id=workspace_id, after=after)
+        if found or loop_deadline <= 0:
+            return found
+        step = min(0.5, loop_deadline)  # also catches events written by other processes
+        await rt.bus.wait(step)
+        loop_deadline -= step
+
+
+async def startup_log(rt: Runtime, ws: Workspace) -> str:
+    """The last startup run's output (kept in the workspace volume; readable while stopped)."""
+    data = None
+    if isinstance(rt.backend, SupportsFileRead):
+        data = await rt.backend.read_file(ws.id, STARTUP_LOG)
+    elif ws.state == State.READY.value:
+        result = await rt.backend.exec(ws.id, ["cat", STARTUP_LOG])
+        data = result.stdout if result.exit_code == 0 else None
+    if data is None:
+        raise NotFound("There is no startup log yet.", hint="It is written when the workspace starts.")
+    return data.decode(errors="replace")
+
+
+def build_log(rt: Runtime, ws: Workspace) -> str:
+    if not ws.image:
+        raise NotFound("This workspace has no image yet.", hint="Its image is chosen during preflight.")
+    path = build_log_path(rt, ws.image)
+    if not path.exists():
+        raise NotFound(f"No build log for {ws.image}: it was built before, or not by this server.",
+                       hint="An unchanged environment is never rebuilt; its first build's log is kept while "
+                            "the server keeps logs.")
+    return path.read_text(errors="replace")
+
+
+def _check_argv(argv: list[str]) -> None:
+    if not argv or not argv[0]:
+        raise InvalidInput("No command given.", hint="Pass the command after '--'.", field="argv")
+    if len(argv) > MAX_ARGV or any(len(a) > MAX_ARG_LENGTH or "\x00" in a for a in argv):
+        raise InvalidInput("The command is too long or contains NUL characters.", field="argv")
+
+
+async def exec_stream(rt: Runtime, ws: Workspace, argv: list[str]) -> AsyncIterator[ExecChunk | int]:
+    """Run ``argv`` in the ready workspace, in the primary repository, as the workspace user."""
+    _check_argv(argv)
+    if ws.state != State.READY.value:
+        raise Conflict(f"The workspace is {ws.state}, not ready.",
+                       hint=f"Start it with 'taskspace ws start {ws.ticket.key} --wait'.")
+    plan = ws.plan or {}
+    env = plan.get("environment", {})
+    user = env.get("remote_user") or env.get("container_user")
+    workdir = f"/workspace/{plan.get('primary')}" if plan.get("primary") else "/workspace"
+    async for item in rt.backend.exec_stream(ws.id, argv, user=user, env=env.get("remote_env") or None,
+                                             workdir=workdir):
+        yield item

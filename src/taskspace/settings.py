@@ -1,0 +1,157 @@
+"""One validated settings object, built at start-up and passed in.
+
+Sources, highest priority first: constructor arguments, ``TASKSPACE_*`` environment variables,
+a TOML file (``TASKSPACE_CONFIG`` or ``./taskspace.toml``), defaults. Nothing reads the
+environment at import time: call :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from taskspace.core.repo_url import RepoUrlPolicy
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "taskspace"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TASKSPACE_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir,
+                           description="Where the database, mirrors, logs and keys live.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL. Default: SQLite in the data dir. "
+        "PostgreSQL: postgresql://user:pass@host/db.")
+    host: str = Field("127.0.0.1", description="Address the server listens on.")
+    port: int = Field(8080, ge=1, le=65535, description="Port the server listens on.")
+    public_url: str | None = Field(None, description="URL people use to reach the server "
+                                   "(links in the CLI and notifications). Default: http://HOST:PORT.")
+    backend: str = Field("docker", description="Workspace backend (entry point in taskspace.backends).")
+    docker_host: str | None = Field(None, description="Docker engine URL; default: DOCKER_HOST or the local socket.")
+    workspace_network: str = Field(
+        "per-workspace",
+        description="Docker network for workspaces and their services: 'per-workspace' (a network "
+        "each, services reachable by name), 'host', or the name of an existing network.")
+    secret_key: SecretStr | None = Field(
+        None, description="Key that encrypts stored git tokens. Generated into DATA_DIR/secret.key "
+        "on first start if absent.")
+    allowed_git_hosts: list[str] | None = Field(
+        None, description="If set, only repositories on these hosts can be registered.")
+    allowed_http_hosts: list[str] = Field(
+        default_factory=list, description="Hosts that may be reached over plain http (internal git "
+        "servers). Loopback hosts always may.")
+    allowed_file_roots: list[Path] | None = Field(
+        None, description="Folders whose repositories may be registered with file:// URLs. "
+        "Default: DATA_DIR/demo only.")
+    reconcile_interval: float = Field(10.0, gt=0, description="Seconds between reconcile passes.")
+    orphan_grace: float = Field(600.0, ge=0, description="Seconds an unowned engine resource is "
+                                "kept before it is removed.")
+    lease_seconds: float = Field(30.0, gt=0, description="How long the reconciler's leadership "
+                                 "lease lasts without renewal.")
+    startup_timeout: float = Field(900.0, gt=0, description="Seconds the startup script and "
+                                   "lifecycle commands may run.")
+    build_timeout: float = Field(1800.0, gt=0, description="Seconds an image build may take.")
+    workspace_pids_limit: int = Field(4096, ge=64, description="Process limit per workspace container.")
+    max_parallel_jobs: int = Field(8, ge=1, description="Workspaces the reconciler works on at once.")
+    failpoints: str = Field("", description="Testing hook: 'step=seconds,...' pauses before steps.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = os.environ.get("TASKSPACE_CONFIG", "taskspace.toml")
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+
+    @field_validator("workspace_network")
+    @classmethod
+    def _network(cls, value: str) -> str:
+        if not value or value.startswith("-") or any(c.isspace() for c in value):
+            raise ValueError("use 'per-workspace', 'host' or an existing network name")
+        return value
+
+    # Derived values -------------------------------------------------------------------------
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        url = self.database_url or f"sqlite:///{self.data_dir / 'taskspace.db'}"
+        for prefix, driver in (("postgresql://", "postgresql+asyncpg://"),
+                               ("postgres://", "postgresql+asyncpg://"),
+                               ("sqlite:///", "sqlite+aiosqlite:///")):
+            if url.startswith(prefix):
+                return driver + url[len(prefix):]
+        return url
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in {"0.0.0.0", "::"} else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def repo_url_policy(self) -> RepoUrlPolicy:
+        roots = self.allowed_file_roots
+        if roots is None:
+            roots = [self.data_dir / "demo"]
+        return RepoUrlPolicy(
+            allowed_hosts=tuple(h.lower() for h in self.allowed_git_hosts) if self.allowed_git_hosts is not None else None,
+            http_hosts=tuple(h.lower() for h in self.allowed_http_hosts),
+            file_roots=tuple(str(Path(r).resolve()) for r in roots),
+        )
+
+    @property
+    def failpoint_delays(self) -> dict[str, float]:
+        delays: dict[str, float] = {}
+        for item in filter(None, (p.strip() for p in self.failpoints.split(","))):
+            name, _, seconds = item.partition("=")
+            delays[name.strip()] = float(seconds or 0)
+        return delays
+
+    @property
+    def mirrors_dir(self) -> Path:
+        return self.data_dir / "mirrors"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    def ensure_data_dir(self) -> None:
+        """Create the data dir (private) and the secret key file when absent."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)
+        # Workspace containers clone from the mirrors through a read-only bind mount, as their own
+        # (often non-root) user: the mirrors folder must be traversable.
+        self.mirrors_dir.mkdir(exist_ok=True)
+        os.chmod(self.mirrors_dir, 0o755)
+        os.chmod(self.data_dir, 0o711)
+        self.logs_dir.mkdir(exist_ok=True)
+        if self.secret_key is None:
+            key_file = self.data_dir / "secret.key"
+            if not key_file.exists():
+                fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(secrets.token_urlsafe(32))
+            self.secret_key = SecretStr(key_file.read_text().strip())
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from taskspace import __version__
+from taskspace.core.errors import Conflict
+from taskspace.web.api.deps import ReconcilerDep, UserDep
+from taskspace.web.api.schemas import ReconcileOut, UserOut
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok", "version": __version__}
+
+
+@router.get("/me", response_model=UserOut)
+async def me(user: UserDep) -> UserOut:
+    return UserOut(username=user.username, display_name=user.display_name, email=user.email,
+                   is_admin=user.is_admin)
+
+
+@router.post("/reconcile", response_model=ReconcileOut)
+async def reconcile(user: UserDep, reconciler: ReconcilerDep) -> ReconcileOut:
+    """Run one reconcile pass now and wait for the work it starts."""
+    if not reconciler.is_leader:
+        raise Conflict("Another server holds the reconciler lease.", hint="Run this against that server.")
+    report = await reconciler.run_pass(wait=True)
+    return ReconcileOut(**report.__dict__)

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Query, Response, status
+from fastapi.responses import PlainTextResponse, StreamingResponse
+
+from taskspace.core.errors import TaskspaceError
+from taskspace.core.states import Desired
+from taskspace.services import workspaces
+from taskspace.web.api.deps import RuntimeDep, SessionDep, UserDep
+from taskspace.web.api.schemas import (
+    EventOut,
+    EventsOut,
+    ExecIn,
+    LaunchIn,
+    PurgeIn,
+    WorkspaceOut,
+)
+
+router = APIRouter(prefix="/workspaces", tags=["workspaces"])
+
+
+@router.post("", response_model=WorkspaceOut, status_code=status.HTTP_201_CREATED,
+             responses={200: {"model": WorkspaceOut, "description": "The ticket already had your workspace"}})
+async def launch(body: LaunchIn, rt: RuntimeDep, user: UserDep, response: Response) -> WorkspaceOut:
+    """Launch a workspace for a ticket, or return yours if it has one. Provisioning continues in
+    the background: follow it with GET /workspaces/{ref}/events."""
+    ws, created = await workspaces.launch(rt, user=user, request=workspaces.LaunchRequest(**body.model_dump()))
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    async with rt.sessions() as session:
+        fresh = await workspaces.find(session=session, user=user, ref=ws.id)
+    return WorkspaceOut.of(fresh, rt.settings.base_url)
+
+
+@router.get("", response_model=list[WorkspaceOut])
+async def list_workspaces(rt: RuntimeDep, session: SessionDep, user: UserDep,
+                          all: bool = Query(False, description="Include purged workspaces")) -> list[WorkspaceOut]:
+    found = await workspaces.list_for(session=session, user=user, include_purged=all)
+    return [WorkspaceOut.of(w, rt.settings.base_url) for w in found]
+
+
+@router.get("/{ref}", response_model=WorkspaceOut)
+async def show(ref: str, rt: RuntimeDep, session: SessionDep, user: UserDep) -> WorkspaceOut:
+    """Your workspace for a ticket key (or by id)."""
+    return WorkspaceOut.of(await workspaces.find(session=session, user=user, ref=ref), rt.settings.base_url)
+
+
+async def _request(rt: RuntimeDep, user: UserDep, ref: str, desired: Desired, discard: bool = False) -> WorkspaceOut:
+    ws = await workspaces.request(rt, user=user, ref=ref, desired=desired, discard_unpushed=discard)
+    async with rt.sessions() as session:
+        return WorkspaceOut.of(await workspaces.find(session=session, user=user, ref=ws.id), rt.settings.base_url)
+
+
+@router.post("/{ref}/stop", response_model=WorkspaceOut, status_code=status.HTTP_202_ACCEPTED)
+async def stop(ref: str, rt: RuntimeDep, user: UserDep) -> WorkspaceOut:
+    """Stop the workspace and its services. Files are kept."""
+    return await _request(rt, user, ref, Desired.STOPPED)
+
+
+@router.post("/{ref}/start", response_model=WorkspaceOut, status_code=status.HTTP_202_ACCEPTED)
+async def start(ref: str, rt: RuntimeDep, user: UserDep) -> WorkspaceOut:
+    """Start a stopped workspace (the startup script runs again), or retry a failed one."""
+    return await _request(rt, user, ref, Desired.READY)
+
+
+@router.post("/{ref}/purge", response_model=WorkspaceOut, status_code=status.HTTP_202_ACCEPTED)
+async def purge(ref: str, rt: RuntimeDep, user: UserDep, body: PurgeIn | None = None) -> WorkspaceOut:
+    """Delete the workspace. Uncommitted and unpushed work is first pushed to rescue branches;
+    if that fails the workspace is purge_blocked and nothing is deleted."""
+    return await _request(rt, user, ref, Desired.PURGED, discard=bool(body and body.discard_unpushed))
+
+
+@router.get("/{ref}/events", response_model=EventsOut)
+async def events(ref: str, rt: RuntimeDep, user: UserDep, after: int = Query(0, ge=0),
+                 wait: float = Query(0, ge=0, le=60, description="Seconds to wait for a new event")) -> EventsOut:
+    """Events after ``after``; with ``wait``, returns as soon as there is one (long polling)."""
+    async with rt.sessions() as session:
+        ws = await workspaces.find(session=session, user=user, ref=ref)
+    found = await workspaces.wait_for_events(rt, workspace_id=ws.id, after=after, timeout=wait)
+    async with rt.sessions() as session:
+        ws = await workspaces.find(session=session, user=user, ref=ws.id)
+    return EventsOut(workspace=WorkspaceOut.of(ws, rt.settings.base_url), events=[EventOut.of(e) for e in found])
+
+
+@router.get("/{ref}/logs/startup", response_class=PlainTextResponse)
+async def startup_log(ref: str, rt: RuntimeDep, session: SessionDep, user: UserDep) -> str:
+    """Output of the last start's lifecycle commands and .taskspace/startup.sh."""
+    return await workspaces.startup_log(rt, await workspaces.find(session=session, user=user, ref=ref))
+
+
+@router.get("/{ref}/logs/build", response_class=PlainTextResponse)
+async def build_log(ref: str, rt: RuntimeDep, session: SessionDep, user: UserDep) -> str:
+    """The log of the build that produced the workspace's image."""
+    return workspaces.build_log(rt, await workspaces.find(session=session, user=user, ref=ref))
+
+
+@router.post("/{ref}/exec", responses={200: {"content": {"application/x-ndjson": {}},
+                                             "description": "Lines of {stream, data(base64)} then {exit_code}"}})
+async def exec_command(ref: str, body: ExecIn, rt: RuntimeDep, user: UserDep) -> StreamingResponse:
+    """Run a command in the workspace and stream its output as it comes."""
+    async with rt.sessions() as session:
+        ws = await workspaces.find(session=session, user=user, ref=ref)
+    stream = workspaces.exec_stream(rt, ws, body.argv)
+    first = await anext(stream)  # errors before the first byte still become a JSON error response
+
+    async def lines() -> AsyncIterator[bytes]:
+        item = first
+        try:
+            while True:
+                if isinstance(item, int):
+                    yield json.dumps({"exit_code": item}).encode() + b"\n"
+                    return
+                data = base64.b64encode(item.data).decode()
+                yield json.dumps({"stream": item.stream, "data": data}).encode() + b"\n"
+                item = await anext(stream)
+        except TaskspaceError as exc:
+            yield json.dumps({"error": exc.to_dict()}).encode() + b"\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")

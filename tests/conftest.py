@@ -1,0 +1,77 @@
+"""Shared fixtures for the test suite."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from taskspace.plugins.backends.docker.base_image import ensure_base_image
+from taskspace.testing.engine import ensure_docker_engine
+from taskspace.testing.git_server import GitHttpServer
+from taskspace.testing.postgres import PostgresServer
+
+# --------------------------------------------------------------------------------------------
+# Real parts for integration tests: Docker engine, base image, git server, PostgreSQL.
+# Session-scoped: each is started once per test run. Tests that need Docker are marked
+# ``@pytest.mark.docker``, tests that need PostgreSQL ``@pytest.mark.postgres``.
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    """A client for the machine's Docker engine, started when none answers."""
+    client = ensure_docker_engine()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def base_image_options() -> dict[str, Any]:
+    """Keyword arguments for ``ensure_base_image`` used by the suite.
+
+    ``TASKSPACE_TEST_DEBIAN_MIRROR`` selects the Debian mirror when the default is unreachable.
+    """
+    return {
+        "mirror": os.environ.get("TASKSPACE_TEST_DEBIAN_MIRROR") or None,
+        # Shared by every checkout on the machine, so concurrent runs build the image once.
+        "lock_dir": Path(tempfile.gettempdir()) / "taskspace-locks",
+    }
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client: docker.DockerClient, base_image_options: dict[str, Any]) -> str:
+    """Reference of the debootstrapped Debian image with git (built once per machine)."""
+    return ensure_base_image(docker_client, **base_image_options)
+
+
+@pytest.fixture(scope="session")
+def git_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory the git server serves bare repositories from."""
+    return tmp_path_factory.mktemp("git-repos")
+
+
+@pytest.fixture(scope="session")
+def git_server(git_root: Path) -> Iterator[GitHttpServer]:
+    """A smart-HTTP git server on loopback with users ``alice`` (read/write) and ``reader``
+    (read only); their tokens are in ``git_server.users``.
+
+    Shared by the session: give repositories unique names, and change ``delay`` or
+    ``deny_push_refs`` with ``monkeypatch.setattr`` so they are reset after the test.
+    """
+    users = {"alice": secrets.token_urlsafe(16), "reader": secrets.token_urlsafe(16)}
+    with GitHttpServer(git_root, users, read_only_users={"reader"}) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL cluster, or the server in ``TASKSPACE_TEST_POSTGRES_URL``."""
+    with PostgresServer.from_env_or_start() as server:
+        yield server
