@@ -46,6 +46,8 @@ class Settings(BaseSettings):
         "per-workspace",
         description="Docker network for workspaces and their services: 'per-workspace' (a network "
         "each, services reachable by name), 'host', or the name of an existing network.")
+    build_network: str | None = Field(
+        None, description="Network mode of image builds' RUN steps (e.g. 'host'); default: the engine's.")
     secret_key: SecretStr | None = Field(
         None, description="Key that encrypts stored git tokens. Generated into DATA_DIR/secret.key "
         "on first start if absent.")

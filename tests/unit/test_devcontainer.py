@@ -495,8 +495,8 @@ def test_local_env_never_reads_the_server_environment(monkeypatch):
     env = parse({"image": "x", "containerEnv": {"S": "${localEnv:TASKSPACE_TEST_SECRET}"}})
     assert env.container_env == {"S": ""}
     assert env.warnings == [
-        "${localEnv:TASKSPACE_TEST_SECRET} was replaced by an empty string: "
-        "the server's environment is never passed to a workspace."
+        ("${localEnv:TASKSPACE_TEST_SECRET} was replaced by an empty string: "
+         "the server's environment is never passed to a workspace.")
     ]
 
 

@@ -1,4 +1,3 @@
-import math
 import time
 
 import pytest
@@ -8,7 +7,6 @@ from taskspace.core.errors import InvalidInput
 from taskspace.core.services_spec import (
     MAX_SERVICES,
     MAX_SERVICES_BYTES,
-    parse_duration,
     parse_services,
     resolve_publish,
 )
@@ -258,54 +256,6 @@ def test_resolve_publish():
         "PLAIN": "no host",
     }
     assert decl.publish["URL"] == "postgresql://${host}:5432/${host}"
-
-
-@pytest.mark.parametrize(
-    ("value", "seconds"),
-    [
-        (0, 0.0),
-        (1, 1.0),
-        (0.25, 0.25),
-        ("2", 2.0),
-        ("2.5", 2.5),
-        ("500ms", 0.5),
-        ("2s", 2.0),
-        ("1m", 60.0),
-        ("1h", 3600.0),
-        ("1m30s", 90.0),
-        ("1h1m1s500ms", 3661.5),
-        (" 3s ", 3.0),
-    ],
-)
-def test_parse_duration(value, seconds):
-    assert parse_duration(value) == pytest.approx(seconds)
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        "",
-        "abc",
-        "5 minutes",
-        "1x",
-        "-1s",
-        "1.s",
-        "s",
-        -1,
-        -0.5,
-        True,
-        None,
-        [1],
-        {"s": 1},
-        math.nan,
-        math.inf,
-    ],
-)
-def test_parse_duration_refuses(value):
-    with pytest.raises(InvalidInput) as caught:
-        parse_duration(value)
-    assert "duration" in caught.value.message
-    assert caught.value.hint
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,14 +14,31 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from taskspace.cli.client import Client, CliError
 from taskspace.settings import Settings, load_settings
 
-app = typer.Typer(help="Developer workspaces from tickets.", no_args_is_help=True, add_completion=False)
+
+class _Commands(TyperGroup):
+    """Turns errors from the server into a message, a hint and exit code 1 (no traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CliError as exc:
+            err.print(f"[red]Error:[/] {exc.message}")
+            if exc.hint:
+                err.print(exc.hint)
+            raise typer.Exit(exc.code) from None
+
+
+app = typer.Typer(help="Developer workspaces from tickets.", no_args_is_help=True, add_completion=False,
+                  cls=_Commands)
 project_app = typer.Typer(help="Projects: repositories and purge policy.", no_args_is_help=True)
 token_app = typer.Typer(help="Your git tokens (stored encrypted, never shown again).", no_args_is_help=True)
 ticket_app = typer.Typer(help="Tickets of the built-in board.", no_args_is_help=True)
@@ -39,7 +56,8 @@ def _settings() -> Settings:
     try:
         return load_settings()
     except Exception as exc:  # pydantic's message names the setting
-        raise CliError(f"The settings are not valid: {exc}", "Check the TASKSPACE_* variables and taskspace.toml.")
+        raise CliError(f"The settings are not valid: {exc}",
+                       "Check the TASKSPACE_* variables and taskspace.toml.") from None
 
 
 def _client() -> Client:
@@ -53,7 +71,7 @@ def _print_json(data: Any) -> None:
 def _age(iso: str | None) -> str:
     if not iso:
         return "-"
-    then = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    then = datetime.fromisoformat(iso)
     days = (datetime.now(UTC) - then).days
     return f"{days}d"
 
@@ -67,11 +85,11 @@ def up(host: Annotated[str | None, typer.Option(help="Address to listen on")] = 
        no_demo: Annotated[bool, typer.Option("--no-demo", help="Do not seed the demo project")] = False) -> None:
     """Start the server (API and reconciler) on the embedded default: SQLite in the data dir,
     the Docker backend, the built-in tracker, and a demo project on first start."""
-    import uvicorn  # noqa: PLC0415 - only the server needs it
+    import uvicorn
 
-    from taskspace.services.bootstrap import bootstrap  # noqa: PLC0415
-    from taskspace.services.runtime import build_runtime  # noqa: PLC0415
-    from taskspace.web.app import create_app  # noqa: PLC0415
+    from taskspace.services.bootstrap import bootstrap
+    from taskspace.services.runtime import build_runtime
+    from taskspace.web.app import create_app
 
     overrides: dict[str, Any] = {}
     if host:
@@ -424,10 +442,4 @@ def ws_logs(key: str, startup: Annotated[bool, typer.Option("--startup", help="T
 
 
 def main() -> None:
-    try:
-        app(standalone_mode=True)
-    except CliError as exc:
-        err.print(f"[red]Error:[/] {exc.message}")
-        if exc.hint:
-            err.print(exc.hint)
-        sys.exit(exc.code)
+    app()

@@ -50,7 +50,7 @@ class RepoUrl:
     def name(self) -> str:
         """The directory name the repository gets under /workspace."""
         last = PurePosixPath(self.path.rstrip("/")).name
-        return last[:-4] if last.endswith(".git") else last
+        return last.removesuffix(".git")
 
     @property
     def uses_token(self) -> bool:
@@ -93,7 +93,7 @@ def _check_path(raw: str, path: str) -> str:
         raise _invalid(raw, "it names no repository")
     if any(p in {".", ".."} for p in parts):
         raise _invalid(raw, "its path contains '.' or '..'")
-    name = parts[-1][:-4] if parts[-1].endswith(".git") else parts[-1]
+    name = parts[-1].removesuffix(".git")
     if not REPO_NAME_RE.match(name):
         raise _invalid(raw, f"its last path component {parts[-1]!r} cannot be a directory name")
     return path

@@ -46,7 +46,6 @@ file, or ``services: {}``, declares no services.
 
 from __future__ import annotations
 
-import math
 import re
 from datetime import date
 from typing import Any
@@ -54,6 +53,8 @@ from typing import Any
 import yaml
 
 from taskspace.core.devcontainer import describe_type, resolve_repo_path, validate_container_path
+from taskspace.core.durations import HINT as DURATION_HINT
+from taskspace.core.durations import parse_duration
 from taskspace.core.environment import DockerBuild, HealthCheck, InitFile, ServiceDecl
 from taskspace.core.errors import InvalidInput
 
@@ -73,10 +74,6 @@ HOST_PLACEHOLDER = "${host}"
 _SERVICE_KEYS = ("image", "build", "env", "command", "ports", "healthcheck", "init", "publish")
 _BUILD_KEYS = ("dockerfile", "context", "args", "target")
 _HEALTHCHECK_KEYS = ("test", "interval", "timeout", "retries", "start_period")
-_DURATION_RE = re.compile(r"^(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h))+$")
-_DURATION_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_HINT = "Use seconds as a number (2, 0.5) or a string such as 500ms, 2s, 1m or 1m30s."
 _IMAGE_RE = re.compile(r"^[^\s\x00-\x1f\x7f]{1,255}$")
 _PLACEHOLDER_RE = re.compile(r"\$\{([^}]*)\}?")
 _USER_SHELL = ["/bin/sh", "-c"]
@@ -114,28 +111,6 @@ def parse_services(text: str, *, path: str = SERVICES_PATH) -> list[ServiceDecl]
 def resolve_publish(decl: ServiceDecl, host: str) -> dict[str, str]:
     """The workspace environment a service publishes, with ``${host}`` replaced by ``host``."""
     return {name: template.replace(HOST_PLACEHOLDER, host) for name, template in decl.publish.items()}
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds in ``value``: a number of seconds, or a string such as ``500ms``, ``2s``, ``1m30s``.
-
-    A string of digits alone counts as seconds. Raises :class:`InvalidInput` for anything else,
-    and for negative, infinite or NaN values.
-    """
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and re.match(r"^[0-9]+(?:\.[0-9]+)?$", value.strip()):
-        seconds = float(value.strip())
-    elif isinstance(value, str) and _DURATION_RE.match(value.strip()):
-        seconds = sum(
-            float(amount) * _DURATION_UNITS[unit] for amount, unit in _DURATION_PART_RE.findall(value.strip())
-        )
-    else:
-        shown = repr(value) if isinstance(value, str) and len(value) <= 40 else describe_type(value)
-        raise InvalidInput(f"{shown} is not a duration.", hint=_DURATION_HINT)
-    if not math.isfinite(seconds) or seconds < 0:
-        raise InvalidInput(f"{value!r} is not a duration of zero or more seconds.", hint=_DURATION_HINT)
-    return seconds
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,7 +375,7 @@ def _seconds(
         low = "more than 0" if positive else "0 or more"
         raise InvalidInput(
             f"{path}: {field} must be {low} and at most {MAX_HEALTHCHECK_SECONDS:.0f} seconds.",
-            hint=_DURATION_HINT,
+            hint=DURATION_HINT,
             field=field,
         )
     return seconds

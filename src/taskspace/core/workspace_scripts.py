@@ -70,8 +70,8 @@ def clone_script(targets: list[CloneTarget], *, user_name: str | None, user_emai
             f"  rm -rf {q(tmp)}",
             # The mirror belongs to the server's user: git refuses another owner's repository
             # unless told, and upload-pack runs with the caller's config environment cleared.
-            f"  git -c safe.directory='*' clone --quiet --no-checkout "
-            f"--upload-pack=\"git -c safe.directory='*' upload-pack\" {q(t.mirror)} {q(tmp)}",
+            (f"  git -c safe.directory='*' clone --quiet --no-checkout "
+             f"--upload-pack=\"git -c safe.directory='*' upload-pack\" {q(t.mirror)} {q(tmp)}"),
             f"  cd {q(tmp)}",
             f"  git remote set-url origin {q(t.url)}",
             # Drop the upstream that clone set for the mirror's HEAD; the ticket branch gets its own.
@@ -199,9 +199,9 @@ def rescue_script(*, name: str, ticket: str, full: bool) -> str:
         '  GIT_INDEX_FILE="$idx" git add -A || exit 1',
         '  tree=$(GIT_INDEX_FILE="$idx" git write-tree) || exit 1',
         '  rm -f "$idx"',
-        "  tip=$(GIT_AUTHOR_NAME=taskspace GIT_AUTHOR_EMAIL=taskspace@localhost "
-        "GIT_COMMITTER_NAME=taskspace GIT_COMMITTER_EMAIL=taskspace@localhost "
-        f'git commit-tree "$tree" -p HEAD -m {q(message)}) || exit 1',
+        ("  tip=$(GIT_AUTHOR_NAME=taskspace GIT_AUTHOR_EMAIL=taskspace@localhost "
+         "GIT_COMMITTER_NAME=taskspace GIT_COMMITTER_EMAIL=taskspace@localhost "
+         f'git commit-tree "$tree" -p HEAD -m {q(message)}) || exit 1'),
         "  dirty=1",
         "fi",
         'git update-ref refs/taskspace/rescue-tip "$tip" || exit 1',

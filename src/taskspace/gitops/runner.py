@@ -92,18 +92,18 @@ async def run_git(
 
 
 _REASONS = [
-    (re.compile(r"Authentication failed|401|could not read Username|terminal prompts disabled", re.I),
+    (re.compile(r"Authentication failed|401|could not read Username|terminal prompts disabled", re.IGNORECASE),
      "the remote refused the credentials (authentication failed)"),
-    (re.compile(r"\b403\b|permission denied|not allowed|access denied", re.I),
+    (re.compile(r"\b403\b|permission denied|not allowed|access denied", re.IGNORECASE),
      "the credentials are valid but not allowed to do this (permission denied)"),
-    (re.compile(r"not found|does not appear to be a git repository|\b404\b", re.I),
+    (re.compile(r"not found|does not appear to be a git repository|\b404\b", re.IGNORECASE),
      "the repository was not found (or is hidden from these credentials)"),
-    (re.compile(r"Could not resolve host|Name or service not known", re.I), "the host name does not resolve"),
-    (re.compile(r"Connection refused|Failed to connect|Connection timed out|timed out", re.I),
+    (re.compile(r"Could not resolve host|Name or service not known", re.IGNORECASE), "the host name does not resolve"),
+    (re.compile(r"Connection refused|Failed to connect|Connection timed out|timed out", re.IGNORECASE),
      "the host could not be reached"),
-    (re.compile(r"pre-receive hook declined|protected branch|\[remote rejected\]", re.I),
+    (re.compile(r"pre-receive hook declined|protected branch|\[remote rejected\]", re.IGNORECASE),
      "the remote rejected the push"),
-    (re.compile(r"SSL|certificate", re.I), "the TLS connection failed (certificate problem)"),
+    (re.compile(r"SSL|certificate", re.IGNORECASE), "the TLS connection failed (certificate problem)"),
 ]
 
 
@@ -118,12 +118,12 @@ def explain(stderr: str) -> str:
 
 
 def hint_for(stderr: str) -> str:
-    if re.search(r"Authentication failed|401|could not read Username|terminal prompts", stderr, re.I):
+    if re.search(r"Authentication failed|401|could not read Username|terminal prompts", stderr, re.IGNORECASE):
         return "Check the token (taskspace token list) or add one for this host with 'taskspace token add'."
-    if re.search(r"\b403\b|permission denied|not allowed", stderr, re.I):
+    if re.search(r"\b403\b|permission denied|not allowed", stderr, re.IGNORECASE):
         return "Ask for access to the repository, or choose another token."
-    if re.search(r"not found|does not appear|\b404\b", stderr, re.I):
+    if re.search(r"not found|does not appear|\b404\b", stderr, re.IGNORECASE):
         return "Check the repository URL, and that your token can see the repository."
-    if re.search(r"rejected|declined|protected", stderr, re.I):
+    if re.search(r"rejected|declined|protected", stderr, re.IGNORECASE):
         return "Ask the repository's admins to allow the push, or push the work yourself."
     return "Check the URL and that the server can reach the git host."

@@ -29,8 +29,7 @@ def create_bare_repo(path: Path, files: dict[str, str | bytes], *, branch: str =
 
 
 def _git(*args: str, cwd: Path | None = None, input: bytes | None = None) -> bytes:
-    return subprocess.run(["git", *args], cwd=cwd, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          check=True).stdout
+    return subprocess.run(["git", *args], cwd=cwd, input=input, capture_output=True, check=True).stdout
 
 
 def _commit(ref: str, message: str, files: dict[str, str | bytes], executable: frozenset[str],

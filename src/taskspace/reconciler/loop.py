@@ -80,7 +80,7 @@ class Reconciler:
             try:
                 due = time.monotonic() - last_pass >= interval or "*" in pending
                 if due or not self.is_leader:
-                    self.is_leader = await leases.acquire(self.rt, LEASE, ttl=settings.lease_seconds)
+                    await self.lead()
                 if self.is_leader and due:
                     last_pass = time.monotonic()
                     await self.run_pass()
@@ -96,6 +96,11 @@ class Reconciler:
                 await asyncio.wait_for(self.rt.bus.reconcile_requested.wait(), timeout)
             except TimeoutError:
                 pass
+
+    async def lead(self) -> bool:
+        """Take (or renew) the reconciler lease; True when this process holds it."""
+        self.is_leader = await leases.acquire(self.rt, LEASE, ttl=self.rt.settings.lease_seconds)
+        return self.is_leader
 
     def kick(self, workspace_id: str) -> None:
         """Drive one workspace now (this process must be the leader)."""

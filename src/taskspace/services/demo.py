@@ -21,19 +21,19 @@ FALLBACK_BASE = "debian:bookworm-slim"
 
 TICKETS = [
     ("Add a health endpoint to the API",
-     "The load balancer needs `GET /health` to answer **200** with the build version.\n\n"
-     "- [ ] route\n- [ ] test\n- [ ] document it in the README"),
+     ("The load balancer needs `GET /health` to answer **200** with the build version.\n\n"
+      "- [ ] route\n- [ ] test\n- [ ] document it in the README")),
     ("Show the cache status on the status page",
-     "The web page should say whether the cache service answers.\n\n"
-     "The workspace gets `CACHE_HOST` and `CACHE_PORT` from `.taskspace/services.yaml`."),
+     ("The web page should say whether the cache service answers.\n\n"
+      "The workspace gets `CACHE_HOST` and `CACHE_PORT` from `.taskspace/services.yaml`.")),
     ("Fix the greeting for names with accents",
      "`bin/hello Zoë` prints `Hello, Zo?`. It should print `Hello, Zoë!`."),
 ]
 
 
 def _api_files(base_image: str, needs_git: bool) -> dict[str, str]:
-    install = "RUN apt-get update && apt-get install -y --no-install-recommends git ca-certificates " \
-              "&& rm -rf /var/lib/apt/lists/*\n" if needs_git else ""
+    install = ("RUN apt-get update && apt-get install -y --no-install-recommends git ca-certificates "
+               "&& rm -rf /var/lib/apt/lists/*\n") if needs_git else ""
     return {
         "README.md": "# demo api\n\nA tiny service for trying taskspace. `bin/hello NAME` greets.\n",
         "Dockerfile": textwrap.dedent(f"""\

@@ -49,7 +49,8 @@ async def installation_id(sessions: async_sessionmaker[AsyncSession]) -> str:
 
 def backend_config(settings: Settings, backend_cls: type[Backend]) -> dict[str, object]:
     if backend_cls.name == "docker":
-        return {"base_url": settings.docker_host, "build_timeout": settings.build_timeout}
+        return {"base_url": settings.docker_host, "build_timeout": settings.build_timeout,
+                "build_network": settings.build_network}
     return {}
 
 

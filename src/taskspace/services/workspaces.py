@@ -23,9 +23,10 @@ from taskspace.core.states import PREPARE_STEPS, Desired, State, Step
 from taskspace.core.tickets import StatusCategory
 from taskspace.core.workspace_scripts import STARTUP_LOG
 from taskspace.db.engine import transaction
-from taskspace.db.models import Event, Ticket, User, Workspace, WorkspaceRepo, utcnow
+from taskspace.db.models import Event, Repo, Ticket, User, Workspace, WorkspaceRepo, utcnow
 from taskspace.plugins.backends.base import ExecChunk, SupportsFileRead
 from taskspace.services import git_tokens
+from taskspace.services.lifecycle.preflight import PreflightInput, RepoChoice, run_preflight
 from taskspace.services.lifecycle.prepare import build_log_path
 from taskspace.services.runtime import Runtime
 
@@ -62,8 +63,9 @@ async def active_for(session: AsyncSession, ticket_id: int, owner_id: int) -> Wo
 
 
 async def launch(rt: Runtime, *, user: User, request: LaunchRequest) -> tuple[Workspace, bool]:
-    """Create the workspace row (state ``requested``) or return the caller's existing one.
-    Returns (workspace, created). Validates everything first; creates nothing on bad input."""
+    """Return the caller's workspace for the ticket, or run the preflight and create one
+    (state ``requested``; the reconciler takes it from there). Returns (workspace, created).
+    Bad input or a failed preflight raises before anything is created."""
     key = validate_ticket_key(request.key.strip().upper())
     async with transaction(rt.sessions) as session:
         ticket = await session.scalar(select(Ticket).where(Ticket.key == key))
@@ -75,55 +77,80 @@ async def launch(rt: Runtime, *, user: User, request: LaunchRequest) -> tuple[Wo
         if ticket.status_category == StatusCategory.DONE.value:
             raise Conflict(f"{key} is {ticket.status}: its workspace would be purged at once.",
                            hint="Move the ticket back to a working status to launch a workspace.")
-        project_repos = ticket.project.repos
-        by_name = {r.name: r for r in project_repos}
-        wanted = request.repos or [r.name for r in project_repos]
-        unknown = [n for n in wanted if n not in by_name]
-        if unknown:
-            raise InvalidInput(f"Project {ticket.project.name} has no repository named {', '.join(map(repr, unknown))}.",
-                               hint=f"Repositories: {', '.join(by_name)}.", field="repos")
-        if len(set(wanted)) != len(wanted):
-            raise InvalidInput("A repository is chosen twice.", field="repos")
-        primary = next(r for r in project_repos if r.is_primary)
-        if primary.name not in wanted:
-            wanted.insert(0, primary.name)  # its .taskspace/ and Dockerfile make the environment
-        _branches(request, set(wanted))
-        rows = []
-        token_found = request.token is None
-        for position, name in enumerate(sorted(wanted, key=lambda n: by_name[n].position)):
-            repo = by_name[name]
-            url = parse_repo_url(repo.url, rt.settings.repo_url_policy)
-            token = await git_tokens.choose(session=session, user=user, repo=url, preferred=request.token)
-            token_found = token_found or (token is not None and token.name == request.token)
-            if token is not None:
-                git_tokens.mark_used(token)
-            rows.append(WorkspaceRepo(
-                repo_id=repo.id, name=name, url=repo.url, is_primary=repo.is_primary, position=position,
-                source_branch=request.source_branches.get(name) or request.source_branch,
-                target_branch=request.target_branches.get(name) or request.target_branch,
-                token_id=token.id if token else None))
-        if not token_found:
-            raise InvalidInput(f"Token {request.token!r} is not for the host of any chosen repository.",
-                               hint="See 'taskspace token list' for each token's host.", field="token")
-        workspace = Workspace(
-            id=secrets.token_hex(6), ticket_id=ticket.id, owner_id=user.id, project_id=ticket.project_id,
-            state=State.REQUESTED.value, desired=Desired.READY.value, branch=ticket_branch(key, ticket.title),
-            backend=rt.settings.backend, repos=rows)
+        project = ticket.project
+        rows, choices = await _choose_repos(rt, session, user, project.repos, request)
+        ticket_id, branch = ticket.id, ticket_branch(key, ticket.title)
+        inp = PreflightInput(workspace_id=secrets.token_hex(6), project_key=project.key,
+                             dockerfile=project.dockerfile, branch=branch,
+                             primary=next(r.name for r in rows if r.is_primary), repos=choices)
+        project_id = project.id
+
+    result = await run_preflight(rt, inp)  # no session open: this talks to git remotes
+
+    async with transaction(rt.sessions) as session:
+        for row in rows:
+            result.decisions[row.name].apply_to(row)
+        workspace = Workspace(id=inp.workspace_id, ticket_id=ticket_id, owner_id=user.id, project_id=project_id,
+                              state=State.REQUESTED.value, desired=Desired.READY.value, branch=branch,
+                              backend=rt.settings.backend, repos=rows, **result.workspace_values())
         try:
             async with session.begin_nested():
                 session.add(workspace)
                 await session.flush()
         except IntegrityError:
             # A concurrent launch of the same ticket by the same user won the race: return its workspace.
-            existing = await active_for(session, ticket.id, user.id)
+            existing = await active_for(session, ticket_id, user.id)
             if existing is None:
                 raise Conflict("The launch collided with another change.", hint="Launch again.") from None
             return existing, False
-        session.add(Event(workspace_id=workspace.id, actor=user.username, kind="transition", from_state=None,
-                          to_state=State.REQUESTED.value, reason=f"launched by {user.username}"))
+        session.add_all([
+            Event(workspace_id=workspace.id, actor=user.username, kind="transition", from_state=None,
+                  to_state=State.REQUESTED.value, reason=f"launched by {user.username}"),
+            Event(workspace_id=workspace.id, actor="taskspace", kind="step", step="preflight", status="ok",
+                  duration_ms=int(result.seconds * 1000), data=result.event_data()),
+        ])
     rt.bus.wake_reconciler(workspace.id)
     await rt.bus.published()
     return workspace, True
+
+
+async def _choose_repos(rt: Runtime, session: AsyncSession, user: User, project_repos: list[Repo],
+                        request: LaunchRequest) -> tuple[list[WorkspaceRepo], list[RepoChoice]]:
+    """The chosen repositories (the primary always among them) with branches and tokens."""
+    by_name = {r.name: r for r in project_repos}
+    wanted = list(request.repos or by_name)
+    unknown = [n for n in wanted if n not in by_name]
+    if unknown:
+        raise InvalidInput(f"The project has no repository named {', '.join(map(repr, unknown))}.",
+                           hint=f"Repositories: {', '.join(by_name)}.", field="repos")
+    if len(set(wanted)) != len(wanted):
+        raise InvalidInput("A repository is chosen twice.", field="repos")
+    primary = next(r for r in project_repos if r.is_primary)
+    if primary.name not in wanted:
+        wanted.insert(0, primary.name)  # its .taskspace/ and Dockerfile make the environment
+    _branches(request, set(wanted))
+    rows, choices = [], []
+    token_found = request.token is None
+    for position, name in enumerate(sorted(wanted, key=lambda n: by_name[n].position)):
+        repo = by_name[name]
+        url = parse_repo_url(repo.url, rt.settings.repo_url_policy)
+        token = await git_tokens.choose(session=session, user=user, repo=url, preferred=request.token)
+        token_found = token_found or (token is not None and token.name == request.token)
+        if token is not None:
+            git_tokens.mark_used(token)
+        source = request.source_branches.get(name) or request.source_branch
+        target = request.target_branches.get(name) or request.target_branch
+        rows.append(WorkspaceRepo(repo_id=repo.id, name=name, url=repo.url, is_primary=repo.is_primary,
+                                  position=position, source_branch=source, target_branch=target,
+                                  token_id=token.id if token else None))
+        choices.append(RepoChoice(name=name, url=repo.url, default_branch=repo.default_branch,
+                                  source_branch=source, target_branch=target,
+                                  credential=git_tokens.credential(rt.vault, token) if token else None,
+                                  token_name=token.name if token else None))
+    if not token_found:
+        raise InvalidInput(f"Token {request.token!r} is not for the host of any chosen repository.",
+                           hint="See 'taskspace token list' for each token's host.", field="token")
+    return rows, choices
 
 
 async def find(*, session: AsyncSession, user: User, ref: str) -> Workspace:

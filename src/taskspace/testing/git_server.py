@@ -27,6 +27,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self, cast
 
+from taskspace.gitops.seed import create_bare_repo
+
 logger = logging.getLogger(__name__)
 
 AUTHOR = "Test <test@example.com>"
@@ -190,17 +192,9 @@ class GitHttpServer:
         Raises ``FileExistsError`` if the repository exists.
         """
         path = self.repo_path(name)
-        if path.exists():
-            raise FileExistsError(f"repository {path} already exists")
-        _git("init", "--bare", "--quiet", f"--initial-branch={branch}", str(path))
+        create_bare_repo(path, dict(files), branch=branch, executable=executable,
+                         extra_branches=extra_branches, author=AUTHOR)
         _git("config", "http.receivepack", "true", cwd=path)
-        executable = frozenset(executable)
-        stream = _commit_commands(f"refs/heads/{branch}", "Initial commit", files, executable, None)
-        for extra, extra_files in (extra_branches or {}).items():
-            stream += _commit_commands(
-                f"refs/heads/{extra}", f"Work on {extra}", extra_files, executable, f"refs/heads/{branch}"
-            )
-        _git("fast-import", "--quiet", "--date-format=raw", cwd=path, input=stream)
         return self.url(name)
 
     def branches(self, name: str) -> dict[str, str]:
@@ -444,35 +438,3 @@ def _bare_name(repo_name: str) -> str:
 def _git(*args: str, cwd: Path | None = None, input: bytes | None = None) -> bytes:
     return subprocess.run(["git", *args], cwd=cwd, input=input, capture_output=True, check=True).stdout
 
-
-def _commit_commands(
-    ref: str,
-    message: str,
-    files: Mapping[str, str | bytes],
-    executable: frozenset[str],
-    parent: str | None,
-) -> bytes:
-    """``git fast-import`` commands for one commit of ``files`` on ``ref``."""
-    now = int(time.time())
-    text = message.encode()
-    parts = [
-        f"commit {ref}\n".encode(),
-        f"author {AUTHOR} {now} +0000\n".encode(),
-        f"committer {AUTHOR} {now} +0000\n".encode(),
-        b"data %d\n%s\n" % (len(text), text),
-    ]
-    if parent:
-        parts.append(f"from {parent}\n".encode())
-    for path, content in files.items():
-        data = content.encode() if isinstance(content, str) else content
-        mode = "100755" if path in executable else "100644"
-        parts.append(f"M {mode} inline {_quote_path(path)}\n".encode())
-        parts.append(b"data %d\n%s\n" % (len(data), data))
-    parts.append(b"\n")
-    return b"".join(parts)
-
-
-def _quote_path(path: str) -> str:
-    # fast-import's C-style quoting; always quoting is valid and handles spaces and quotes.
-    escaped = path.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'

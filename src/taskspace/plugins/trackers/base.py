@@ -44,5 +44,5 @@ class Tracker(ABC):
         """Tickets changed since ``since`` (all when None)."""
 
 
-class LocalTickets(ABC):
-    """Capability: tickets are created and moved in taskspace itself."""
+class LocalTickets:
+    """Capability (a marker): tickets are created and moved in taskspace itself."""

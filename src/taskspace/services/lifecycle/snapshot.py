@@ -117,7 +117,7 @@ class StepTimer:
         delay = self.rt.settings.failpoint_delays.get(self.step.value)
         if delay:
             # Testing hook (TASKSPACE_FAILPOINTS): hold the step open so a test can kill the server here.
-            import asyncio  # noqa: PLC0415
+            import asyncio
 
             await asyncio.sleep(delay)
         self.started = time.monotonic()

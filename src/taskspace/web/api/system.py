@@ -4,15 +4,16 @@ from fastapi import APIRouter
 
 from taskspace import __version__
 from taskspace.core.errors import Conflict
-from taskspace.web.api.deps import ReconcilerDep, UserDep
+from taskspace.web.api.deps import ReconcilerDep, RuntimeDep, UserDep
 from taskspace.web.api.schemas import ReconcileOut, UserOut
 
 router = APIRouter(tags=["system"])
 
 
 @router.get("/health")
-async def health() -> dict[str, str]:
-    return {"status": "ok", "version": __version__}
+async def health(rt: RuntimeDep) -> dict[str, str]:
+    """Liveness, the version, and the installation id that labels this server's engine resources."""
+    return {"status": "ok", "version": __version__, "installation": rt.installation}
 
 
 @router.get("/me", response_model=UserOut)
@@ -24,7 +25,7 @@ async def me(user: UserDep) -> UserOut:
 @router.post("/reconcile", response_model=ReconcileOut)
 async def reconcile(user: UserDep, reconciler: ReconcilerDep) -> ReconcileOut:
     """Run one reconcile pass now and wait for the work it starts."""
-    if not reconciler.is_leader:
+    if not await reconciler.lead():
         raise Conflict("Another server holds the reconciler lease.", hint="Run this against that server.")
     report = await reconciler.run_pass(wait=True)
     return ReconcileOut(**report.__dict__)

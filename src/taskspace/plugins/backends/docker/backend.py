@@ -49,6 +49,7 @@ class DockerBackendConfig(BackendConfig):
     timeout: float = Field(300, description="Seconds an engine API call may take.")
     build_timeout: float = Field(1800, description="Seconds an image build may take.")
     stop_timeout: int = Field(10, description="Seconds a container gets to stop before it is killed.")
+    build_network: str | None = Field(None, description="Network mode of RUN steps; default: the engine's.")
 
 
 def _engine_unreachable(exc: Exception) -> BackendError:
@@ -143,7 +144,7 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
             stream = client.api.build(
                 path=spec.context_dir, dockerfile=spec.dockerfile, tag=spec.tag,
                 buildargs=spec.build_args or None, target=spec.target, labels=spec.labels,
-                rm=True, forcerm=True, decode=True, pull=False,
+                rm=True, forcerm=True, decode=True, pull=False, network_mode=self.config.build_network,
             )
             error = None
             for item in stream:
@@ -157,7 +158,7 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
                     log(f"ERROR: {error}")
             if error:
                 hint = "Fix the Dockerfile and launch again; the build log has the details."
-                if "pull access denied" in error or "not found" in error and "manifest" in error:
+                if "pull access denied" in error or ("not found" in error and "manifest" in error):
                     hint = ("A base image could not be found or pulled. Build it locally, or make "
                             "sure the engine can reach its registry.")
                 raise BackendError(f"The image build failed: {error}", hint=hint)
@@ -498,4 +499,4 @@ def _tar(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-__all__ = ["DockerBackend", "DockerBackendConfig", "LABEL_INSTALLATION"]
+__all__ = ["LABEL_INSTALLATION", "DockerBackend", "DockerBackendConfig"]

@@ -68,7 +68,7 @@ def _network_kwargs(spec: WorkspaceSpec, alias: str | None) -> dict[str, Any]:
     name = network_name(spec.network, spec.id)
     kwargs: dict[str, Any] = {"network": name}
     if alias and spec.network == "per-workspace":
-        from docker.types import EndpointConfig  # noqa: PLC0415 - keeps the module import light
+        from docker.types import EndpointConfig
 
         kwargs["networking_config"] = {name: EndpointConfig(version="1.41", aliases=[alias])}
     return kwargs

@@ -1,0 +1,3 @@
+from taskspace.cli.main import main
+
+main()
