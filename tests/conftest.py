@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,8 @@ import docker
 import pytest
 
 from taskspace.plugins.backends.docker.base_image import ensure_base_image
+from taskspace.services.runtime import Runtime, build_runtime
+from taskspace.settings import load_settings
 from taskspace.testing.engine import ensure_docker_engine
 from taskspace.testing.git_server import GitHttpServer
 from taskspace.testing.postgres import PostgresServer
@@ -75,3 +77,45 @@ def postgres_server() -> Iterator[PostgresServer]:
     """A throwaway PostgreSQL cluster, or the server in ``TASKSPACE_TEST_POSTGRES_URL``."""
     with PostgresServer.from_env_or_start() as server:
         yield server
+
+
+# --------------------------------------------------------------------------------------------
+# Database-backed services. ``database_url`` is parametrized over SQLite and PostgreSQL, so
+# every test that uses it (or ``rt``) runs once on each database.
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+    ]
+)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database: a SQLite file in ``tmp_path``, or a fresh PostgreSQL database
+    (left in the session's throwaway cluster, which is deleted at the end of the run)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'taskspace.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.create_database()
+
+
+@pytest.fixture
+async def rt(database_url: str, tmp_path: Path) -> AsyncIterator[Runtime]:
+    """A real Runtime on ``database_url`` with migrations applied and its own installation id.
+
+    Workspaces use host networking (all test traffic stays on loopback); file:// repositories
+    may come from ``tmp_path / "repos"``. Building it opens no connection to the Docker engine.
+    """
+    settings = load_settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        workspace_network="host",
+        build_network="host",
+        allowed_file_roots=[tmp_path / "repos"],
+    )
+    runtime = await build_runtime(settings)
+    try:
+        yield runtime
+    finally:
+        await runtime.close()

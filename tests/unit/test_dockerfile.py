@@ -321,3 +321,19 @@ def test_a_large_file_of_many_instructions_is_summarized_quickly():
     started = time.monotonic()
     assert summarize_dockerfile(text).base_images == ["a"]
     assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize(
+    ("text", "uses"),
+    [
+        ("FROM a\nRUN make\n", False),
+        ("FROM a\nCOPY . /src\n", True),
+        ("FROM a AS b\nRUN x\nFROM c\nCOPY --from=b /x /x\n", False),
+        ("FROM a\nADD https://example.com/x.tgz /x\n", False),
+        ("FROM a\nADD x.tgz /x\n", True),
+        ("FROM a\nRUN --mount=type=bind,target=/src make\n", True),
+        ("FROM a\nRUN --mount=type=cache,target=/root/.cache make\n", False),
+    ],
+)
+def test_uses_context_tells_whether_the_build_reads_the_context(text, uses):
+    assert summarize_dockerfile(text).uses_context is uses

@@ -101,6 +101,7 @@ def summarize_dockerfile(
     chosen = _chosen_stage(stages, target, path)
     return DockerfileSummary(
         stages=[Stage(name=stage.name, base_image=stage.base_image) for stage in stages],
+        uses_context=any(_reads_context(instruction) for instruction in instructions),
         exposed_ports=list(chosen.exposed),
         env_names=list(chosen.env),
         workdir=chosen.workdir,
@@ -221,6 +222,22 @@ def _heredoc_end(instruction: _Instruction, lines: list[str], endline: int, path
             )
         end = position - 1
     return end
+
+
+def _reads_context(instruction: _Instruction) -> bool:
+    """Whether the instruction reads files of the build context (so they belong in the image's
+    content address). COPY --from reads another stage; ADD of URLs reads the network."""
+    words = instruction.value.split()
+    flags = [w.lower() for w in words if w.startswith("--")]
+    if instruction.keyword == "COPY":
+        return not any(f.startswith("--from=") for f in flags)
+    if instruction.keyword == "ADD":
+        sources = [w for w in words if not w.startswith("--")][:-1]
+        return not sources or not all(re.match(r"^(https?|git)://", s) for s in sources)
+    if instruction.keyword == "RUN":
+        mounts = [f for f in flags if f.startswith("--mount=")]
+        return any("type=bind" in m and "from=" not in m for m in mounts)
+    return False
 
 
 # --------------------------------------------------------------------------------------------

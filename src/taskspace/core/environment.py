@@ -63,6 +63,7 @@ class DockerfileSummary(BaseModel):
     """What a person wants to see of a Dockerfile (the final stage unless said otherwise)."""
 
     stages: list[Stage]
+    uses_context: bool = Field(True, description="Whether any step reads the build context (COPY, ADD)")
     exposed_ports: list[str] = Field(default_factory=list)
     env_names: list[str] = Field(default_factory=list)
     workdir: str | None = None

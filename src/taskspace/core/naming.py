@@ -13,10 +13,11 @@ from taskspace.core.errors import InvalidInput
 MAX_BRANCH_LENGTH = 200
 _SLUG_MAX = 48
 
-PROJECT_KEY_RE = re.compile(r"^[A-Z][A-Z0-9]{1,9}$")
-TICKET_KEY_RE = re.compile(r"^[A-Z][A-Z0-9]{1,9}-[1-9][0-9]{0,8}$")
-REPO_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-TOKEN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# \Z, not $: "$" also matches before a trailing newline, which would let "PAY\n" through.
+PROJECT_KEY_RE = re.compile(r"^[A-Z][A-Z0-9]{1,9}\Z")
+TICKET_KEY_RE = re.compile(r"^[A-Z][A-Z0-9]{1,9}-[1-9][0-9]{0,8}\Z")
+REPO_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
+TOKEN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
 def slugify(text: str, max_length: int = _SLUG_MAX) -> str:

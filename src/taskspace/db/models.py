@@ -118,7 +118,8 @@ class Project(Base):
     tracker: Mapped[str] = mapped_column(String(40), default="builtin")
     tracker_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     dockerfile: Mapped[str] = mapped_column(String(500), default="Dockerfile")
-    purge_on_category: Mapped[str | None] = mapped_column(String(20), default="done")
+    # No default: None means "no category ends a workspace", and the ORM would replace None by a default.
+    purge_on_category: Mapped[str | None] = mapped_column(String(20))
     purge_on_statuses: Mapped[list[Any]] = mapped_column(default=list)
     purge_grace_seconds: Mapped[int] = mapped_column(Integer, default=0)
     ticket_counter: Mapped[int] = mapped_column(Integer, default=0)

@@ -112,6 +112,18 @@ class Mirrors:
         result = await self._git(["rev-parse", "--verify", "--quiet", spec], cwd=mirror, check=False)
         return result.stdout.decode().strip() or None
 
+    async def ls_tree(self, mirror: Path, commit: str, path: str) -> list[tuple[str, str, str]]:
+        """(mode, object id, path relative to ``path``) of every file below ``path``."""
+        spec = commit if path in {"", "."} else f"{commit}:{path}"
+        result = await self._git(["ls-tree", "-r", "-z", spec], cwd=mirror)
+        entries = []
+        for record in result.stdout.decode().split("\0"):
+            if record:
+                meta, _, name = record.partition("\t")
+                mode, _kind, sha = meta.split(" ")
+                entries.append((mode, sha, name))
+        return entries
+
     async def list_files(self, mirror: Path, commit: str) -> list[str]:
         result = await self._git(["ls-tree", "-r", "--name-only", "-z", commit], cwd=mirror)
         return [p for p in result.stdout.decode().split("\0") if p]

@@ -92,6 +92,9 @@ async def run_git(
 
 
 _REASONS = [
+    # First: a hook's own message may say "not allowed", which is not an access problem.
+    (re.compile(r"pre-receive hook declined|protected branch|\[remote rejected\]", re.IGNORECASE),
+     "the remote rejected the push"),
     (re.compile(r"Authentication failed|401|could not read Username|terminal prompts disabled", re.IGNORECASE),
      "the remote refused the credentials (authentication failed)"),
     (re.compile(r"\b403\b|permission denied|not allowed|access denied", re.IGNORECASE),
@@ -101,8 +104,6 @@ _REASONS = [
     (re.compile(r"Could not resolve host|Name or service not known", re.IGNORECASE), "the host name does not resolve"),
     (re.compile(r"Connection refused|Failed to connect|Connection timed out|timed out", re.IGNORECASE),
      "the host could not be reached"),
-    (re.compile(r"pre-receive hook declined|protected branch|\[remote rejected\]", re.IGNORECASE),
-     "the remote rejected the push"),
     (re.compile(r"SSL|certificate", re.IGNORECASE), "the TLS connection failed (certificate problem)"),
 ]
 
@@ -118,12 +119,14 @@ def explain(stderr: str) -> str:
 
 
 def hint_for(stderr: str) -> str:
-    if re.search(r"Authentication failed|401|could not read Username|terminal prompts", stderr, re.IGNORECASE):
-        return "Check the token (taskspace token list) or add one for this host with 'taskspace token add'."
-    if re.search(r"\b403\b|permission denied|not allowed", stderr, re.IGNORECASE):
-        return "Ask for access to the repository, or choose another token."
-    if re.search(r"not found|does not appear|\b404\b", stderr, re.IGNORECASE):
-        return "Check the repository URL, and that your token can see the repository."
-    if re.search(r"rejected|declined|protected", stderr, re.IGNORECASE):
-        return "Ask the repository's admins to allow the push, or push the work yourself."
+    """What to do about the failure ``explain`` describes (same order of checks)."""
+    hints = [
+        "Ask the repository's admins to allow the push, or push the work yourself.",
+        "Check the token (taskspace token list) or add one for this host with 'taskspace token add'.",
+        "Ask for access to the repository, or choose another token.",
+        "Check the repository URL, and that your token can see the repository.",
+    ]
+    for (pattern, _), hint in zip(_REASONS, hints, strict=False):
+        if pattern.search(stderr):
+            return hint
     return "Check the URL and that the server can reach the git host."

@@ -39,6 +39,6 @@ class Vault:
                                       "or remove the token and add it again.")
         try:
             return self._aead.decrypt(blob[:_NONCE], blob[_NONCE:], context.encode()).decode()
-        except InvalidTag:
+        except (InvalidTag, ValueError):  # ValueError: a blob too short to hold a nonce
             raise TaskspaceError("A stored token could not be decrypted (it was altered).",
                                  hint="Remove the token and add it again.") from None

@@ -9,10 +9,14 @@ when a failed workspace is retried after its plan was cleared.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import posixpath
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from docker.utils.build import PatternMatcher
 
 from taskspace.core.devcontainer import dockerfile_environment, find_devcontainer, parse_devcontainer
 from taskspace.core.dockerfile import summarize_dockerfile
@@ -142,9 +146,28 @@ async def _image_plan(rt: Runtime, inp: PreflightInput, decision: RepoDecision, 
     if tree is None:
         raise InvalidInput(f"The build context {build.context!r} of {origin} is not a folder in {decision.name}.",
                            hint="Fix the context path.")
+    key = await _context_key(rt, decision, build, tree) if summary.uses_context else "unused"
     tag = plans.image_tag(inp.project_key, dockerfile=build.dockerfile, dockerfile_text=text.encode(),
-                          context_tree=tree, build=build, role=role)
-    return ImagePlan(ref=tag, build=build, repo=decision.name, commit=decision.base_sha, context_tree=tree), summary
+                          context_tree=key, build=build, role=role)
+    return ImagePlan(ref=tag, build=build, repo=decision.name, commit=decision.base_sha, context_tree=key), summary
+
+
+async def _context_key(rt: Runtime, decision: RepoDecision, build: DockerBuild, tree: str) -> str:
+    """What of the build context the build can see: the context's tree, less what its
+    .dockerignore excludes. A commit that touches only ignored files keeps the image."""
+    ignore = await _text(rt, decision.mirror, decision.base_sha, posixpath.join(build.context, ".dockerignore"),
+                         DEVCONTAINER_LIMIT)
+    if ignore is None:
+        return tree
+    patterns = [line.strip() for line in ignore.splitlines() if line.strip() and not line.strip().startswith("#")]
+    dockerfile = posixpath.relpath(build.dockerfile, build.context)
+    matcher = PatternMatcher([*patterns, f"!{dockerfile}"])
+    entries = await rt.mirrors.ls_tree(decision.mirror, decision.base_sha, build.context)
+    digest = hashlib.sha256()
+    for mode, sha, name in entries:
+        if not matcher.matches(name):
+            digest.update(f"{mode} {sha} {name}\0".encode())
+    return "filtered:" + digest.hexdigest()
 
 
 async def _environment(rt: Runtime, inp: PreflightInput, primary: RepoDecision, files: set[str]) -> EnvironmentConfig:

@@ -1,0 +1,289 @@
+"""Launching and asking: a launch runs the git preflight and records a workspace in
+``requested`` (or returns the existing one); a launch that cannot work creates nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import select, update
+
+from taskspace.core.errors import Conflict, GitError, InvalidInput, NotFound, TaskspaceError
+from taskspace.core.naming import ticket_branch
+from taskspace.core.states import Desired, State
+from taskspace.db.engine import transaction
+from taskspace.db.models import Event, GitToken, Project, User, Workspace, WorkspaceRepo
+from taskspace.services import git_tokens, projects, tickets, workspaces
+from taskspace.services.projects import ProjectInput
+from taskspace.services.runtime import Runtime
+from taskspace.services.workspaces import LaunchRequest
+from taskspace.testing.git_server import GitHttpServer
+from tests.services.support import DOCKERFILE, NewRepo, count, repo_name
+
+TITLE = "Add a health endpoint"
+BRANCH = ticket_branch("DEMO-1", TITLE)
+
+
+@dataclass
+class Board:
+    project: Project
+    api: str  # the primary repository's name
+    web: str
+
+
+async def make_board(rt: Runtime, admin: User, new_repo: NewRepo, *, api_files: dict[str, str] | None = None,
+                     api_branches: dict[str, dict[str, str]] | None = None, key: str = "DEMO") -> Board:
+    api_url = new_repo(api_files if api_files is not None else {"Dockerfile": DOCKERFILE},
+                       extra_branches=api_branches)
+    web_url = new_repo({"index.html": "<h1>web</h1>\n"}, branch="trunk",
+                       extra_branches={"release": {"index.html": "<h1>release</h1>\n"}})
+    project = await projects.create(rt, user=admin, data=ProjectInput(name=key.lower(), key=key,
+                                                                      repos=[api_url, web_url]))
+    async with transaction(rt.sessions) as session:
+        await tickets.create(session=session, project=project, title=TITLE, assignee=admin.username)
+    return Board(project, repo_name(api_url), repo_name(web_url))
+
+
+@pytest.fixture
+async def board(rt: Runtime, admin: User, git_token: GitToken, new_repo: NewRepo) -> Board:
+    return await make_board(rt, admin, new_repo)
+
+
+async def launch(rt: Runtime, user: User, key: str = "DEMO-1", **options: object) -> tuple[Workspace, bool]:
+    return await workspaces.launch(rt, user=user, request=LaunchRequest(key=key, **options))  # type: ignore[arg-type]
+
+
+async def events_of(rt: Runtime, workspace_id: str) -> list[Event]:
+    async with transaction(rt.sessions) as session:
+        return await workspaces.events(session=session, workspace_id=workspace_id)
+
+
+async def test_launch_records_the_workspace_with_its_plan(rt: Runtime, admin: User, git_token: GitToken,
+                                                          board: Board, git_server: GitHttpServer) -> None:
+    ws, created = await launch(rt, admin)
+
+    assert created
+    async with transaction(rt.sessions) as session:
+        stored = await workspaces.find(session=session, user=admin, ref="demo-1")
+    assert stored.id == ws.id
+    assert (stored.state, stored.desired, stored.branch, stored.backend) == ("requested", "ready", BRANCH, "docker")
+    assert stored.version == 0 and stored.step is None and stored.failure_reason is None
+    assert stored.plan["primary"] == board.api
+    assert stored.plan["commit"] == git_server.branches(board.api)["main"]
+    assert stored.image == stored.plan["image"]["ref"]
+    assert stored.image.startswith("taskspace/demo:")
+    assert set(stored.plan["mirrors"]) == {board.api, board.web}
+    assert stored.environment["source"] == "dockerfile"
+    assert stored.environment["base_images"] == ["debian:bookworm-slim"]
+    assert stored.environment["workdir"] == "/workspace"
+    assert [(r.name, r.is_primary, r.position, r.source_branch, r.target_branch, r.branch_existed, r.base_sha,
+             r.token_id) for r in stored.repos] == [
+        (board.api, True, 0, "main", "main", False, git_server.branches(board.api)["main"], git_token.id),
+        (board.web, False, 1, "trunk", "trunk", False, git_server.branches(board.web)["trunk"], git_token.id),
+    ]
+
+    transition, preflight = await events_of(rt, ws.id)
+    assert (transition.kind, transition.actor, transition.from_state, transition.to_state) == (
+        "transition", "admin", None, "requested")
+    assert (preflight.kind, preflight.step, preflight.status) == ("step", "preflight", "ok")
+    assert preflight.data["repos"][board.api] == {
+        "branch_existed": False, "base": git_server.branches(board.api)["main"][:12], "source": "main"}
+    assert ws.id in rt.bus.take_pending()
+
+
+async def test_launch_again_returns_the_same_workspace(rt: Runtime, admin: User, board: Board) -> None:
+    first, created = await launch(rt, admin)
+    again, created_again = await launch(rt, admin, source_branch="does-not-matter-now")
+
+    assert (created, created_again) == (True, False)
+    assert again.id == first.id
+    assert await count(rt, Workspace) == 1
+    assert len(await events_of(rt, first.id)) == 2
+
+
+async def test_concurrent_launches_create_one_workspace(rt: Runtime, admin: User, board: Board) -> None:
+    results = await asyncio.gather(launch(rt, admin), launch(rt, admin))
+
+    assert len({ws.id for ws, _ in results}) == 1
+    assert sorted(created for _, created in results) == [False, True]
+    assert await count(rt, Workspace) == 1
+    assert await count(rt, WorkspaceRepo) == 2
+    assert await count(rt, Event) == 2
+
+
+async def test_an_existing_ticket_branch_and_chosen_branches_are_used(
+        rt: Runtime, admin: User, git_token: GitToken, new_repo: NewRepo, git_server: GitHttpServer) -> None:
+    board = await make_board(rt, admin, new_repo, api_branches={BRANCH: {"WORK.md": "in progress\n"}})
+
+    ws, _ = await launch(rt, admin, source_branches={board.web: "release"}, target_branch="main")
+
+    api, web = ws.repos
+    assert (api.branch_existed, api.base_sha, api.target_branch) == (
+        True, git_server.branches(board.api)[BRANCH], "main")
+    assert (web.branch_existed, web.base_sha, web.source_branch, web.target_branch) == (
+        False, git_server.branches(board.web)["release"], "release", "main")
+
+
+async def test_only_the_chosen_repositories_and_always_the_primary(rt: Runtime, admin: User, board: Board) -> None:
+    ws, _ = await launch(rt, admin, repos=[board.web])
+
+    assert [(r.name, r.position) for r in ws.repos] == [(board.api, 0), (board.web, 1)]
+    ws_only_primary = (await launch(rt, admin))[0]
+    assert ws_only_primary.id == ws.id
+
+
+async def test_a_launch_that_cannot_work_creates_nothing(rt: Runtime, admin: User, board: Board) -> None:
+    async with transaction(rt.sessions) as session:
+        await git_tokens.add(session=session, vault=rt.vault, user=admin, name="elsewhere", host="github.com",
+                             secret="ghp_elsewhere")
+    cases: list[tuple[dict[str, object], type[TaskspaceError], str]] = [
+        ({"source_branch": "no-such-branch"}, InvalidInput, "Branch 'no-such-branch' does not exist in"),
+        ({"source_branch": "bad..name"}, InvalidInput, "not a valid branch name"),
+        ({"target_branch": "-x"}, InvalidInput, "not a valid branch name"),
+        ({"source_branches": {"nope": "main"}}, InvalidInput, "names repository 'nope', which is not chosen"),
+        ({"repos": ["nope"]}, InvalidInput, "no repository named 'nope'"),
+        ({"repos": [board.web, board.web]}, InvalidInput, "chosen twice"),
+        ({"token": "elsewhere"}, InvalidInput, "Token 'elsewhere' is not for the host"),
+        ({"token": "missing"}, NotFound, "no token named 'missing'"),
+        ({"key": "DEMO-99"}, NotFound, "No ticket DEMO-99"),
+        ({"key": "not a key"}, InvalidInput, "is not a ticket key"),
+    ]
+    for options, error, message in cases:
+        with pytest.raises(error, match=message):
+            await launch(rt, admin, **{"key": "DEMO-1", **options})  # type: ignore[arg-type]
+    assert await count(rt, Workspace) == 0
+    assert await count(rt, Event) == 0
+
+
+async def test_a_repository_the_token_cannot_read_creates_nothing(rt: Runtime, admin: User, board: Board) -> None:
+    async with transaction(rt.sessions) as session:
+        await git_tokens.remove(session=session, user=admin, name="local")
+
+    with pytest.raises(GitError, match="You don't have access to .* without a token") as caught:
+        await launch(rt, admin)
+
+    assert "authentication failed" in caught.value.message
+    assert await count(rt, Workspace) == 0
+    assert await count(rt, Event) == 0
+
+
+@pytest.mark.parametrize(("files", "message"), [
+    ({"README.md": "no Dockerfile here\n"}, "has no Dockerfile and no .devcontainer/devcontainer.json"),
+    ({"Dockerfile": "# just a comment\nRUN true\n"}, "comes before the first FROM"),
+    ({"Dockerfile": "# nothing at all\n"}, "has no FROM instruction"),
+])
+async def test_a_primary_repository_without_a_usable_dockerfile_creates_nothing(
+        rt: Runtime, admin: User, git_token: GitToken, new_repo: NewRepo, files: dict[str, str],
+        message: str) -> None:
+    await make_board(rt, admin, new_repo, api_files=files)
+
+    with pytest.raises(InvalidInput, match=message):
+        await launch(rt, admin)
+
+    assert await count(rt, Workspace) == 0
+    assert await count(rt, Event) == 0
+
+
+async def test_a_ticket_in_done_cannot_be_launched(rt: Runtime, admin: User, board: Board) -> None:
+    async with transaction(rt.sessions) as session:
+        await tickets.move(session=session, key="DEMO-1", status="Done")
+
+    with pytest.raises(Conflict, match="DEMO-1 is Done") as caught:
+        await launch(rt, admin)
+
+    assert "Move the ticket back" in (caught.value.hint or "")
+    assert await count(rt, Workspace) == 0
+
+
+async def test_after_a_purge_a_new_workspace_is_launched(rt: Runtime, admin: User, board: Board) -> None:
+    first, _ = await launch(rt, admin)
+    async with transaction(rt.sessions) as session:
+        await session.execute(update(Workspace).where(Workspace.id == first.id).values(state="purged"))
+
+    second, created = await launch(rt, admin)
+
+    assert created and second.id != first.id
+    async with transaction(rt.sessions) as session:
+        states = dict((await session.execute(select(Workspace.id, Workspace.state))).all())
+        found = await workspaces.find(session=session, user=admin, ref="DEMO-1")
+    assert states == {first.id: "purged", second.id: "requested"}
+    assert found.id == second.id
+
+
+# Asking for a state ------------------------------------------------------------------------
+
+
+async def set_columns(rt: Runtime, workspace_id: str, **values: object) -> None:
+    async with transaction(rt.sessions) as session:
+        await session.execute(update(Workspace).where(Workspace.id == workspace_id).values(**values))
+
+
+async def test_request_records_intent_and_bumps_the_version(rt: Runtime, admin: User, board: Board) -> None:
+    ws, _ = await launch(rt, admin)
+    rt.bus.take_pending()
+
+    stopped = await workspaces.request(rt, user=admin, ref="DEMO-1", desired=Desired.STOPPED)
+    purged = await workspaces.request(rt, user=admin, ref=ws.id, desired=Desired.PURGED, discard_unpushed=True)
+
+    assert (stopped.desired, stopped.version) == ("stopped", 1)
+    assert (purged.desired, purged.version, purged.discard_unpushed, purged.state) == ("purged", 2, True, "requested")
+    notes = [(e.kind, e.actor, e.reason) for e in (await events_of(rt, ws.id))[2:]]
+    assert notes == [("note", "admin", "stop requested by admin"),
+                     ("note", "admin", "purge requested by admin (discarding unpushed work)")]
+    assert rt.bus.take_pending() == {ws.id}
+
+
+@pytest.mark.parametrize(("failure_step", "state", "keeps_plan"), [
+    ("preflight", "preparing", False),
+    ("image", "preparing", False),
+    ("volume", "preparing", True),
+    ("clone", "preparing", True),
+    ("services", "starting", True),
+    ("startup", "starting", True),
+])
+async def test_starting_a_failed_workspace_retries_from_the_failed_step(
+        rt: Runtime, admin: User, board: Board, failure_step: str, state: str, keeps_plan: bool) -> None:
+    ws, _ = await launch(rt, admin)
+    await set_columns(rt, ws.id, state="failed", failure_step=failure_step, failure_reason="it broke", version=5)
+
+    retried = await workspaces.request(rt, user=admin, ref="DEMO-1", desired=Desired.READY)
+
+    assert (retried.state, retried.desired, retried.version) == (state, "ready", 6)
+    assert (retried.failure_step, retried.failure_reason) == (None, None)
+    assert bool(retried.plan) == keeps_plan
+    # Re-planning forgets the base of branches that did not exist yet, so they are decided again.
+    assert all((r.base_sha is not None) == keeps_plan for r in retried.repos)
+    last = (await events_of(rt, ws.id))[-1]
+    assert (last.kind, last.from_state, last.to_state, last.reason) == (
+        "transition", "failed", state, "start requested by admin")
+
+
+async def test_a_purged_or_purging_workspace_cannot_be_started(rt: Runtime, admin: User, board: Board) -> None:
+    ws, _ = await launch(rt, admin)
+
+    await set_columns(rt, ws.id, state=State.PURGING.value)
+    with pytest.raises(Conflict, match="being purged"):
+        await workspaces.request(rt, user=admin, ref="DEMO-1", desired=Desired.READY)
+    await set_columns(rt, ws.id, state=State.PURGED.value)
+    with pytest.raises(Conflict, match="was purged") as caught:
+        await workspaces.request(rt, user=admin, ref="DEMO-1", desired=Desired.READY)
+
+    assert "taskspace ws launch DEMO-1" in (caught.value.hint or "")
+    async with transaction(rt.sessions) as session:
+        stored = await session.get(Workspace, ws.id)
+    assert stored is not None and (stored.desired, stored.version) == ("ready", 0)
+
+
+async def test_find_knows_only_the_callers_workspaces(rt: Runtime, admin: User, board: Board) -> None:
+    ws, _ = await launch(rt, admin)
+    async with transaction(rt.sessions) as session:
+        bob = User(username="bob")
+        session.add(bob)
+
+    async with transaction(rt.sessions) as session:
+        assert (await workspaces.find(session=session, user=admin, ref=ws.id.upper())).id == ws.id
+        assert [w.id for w in await workspaces.list_for(session=session, user=admin)] == [ws.id]
+        assert await workspaces.list_for(session=session, user=bob) == []
+        with pytest.raises(NotFound, match="no workspace for DEMO-1"):
+            await workspaces.find(session=session, user=bob, ref="DEMO-1")
