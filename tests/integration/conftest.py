@@ -141,38 +141,58 @@ def remove_installation(client: docker.DockerClient, installation: str) -> None:
         volume.remove(force=True)
 
 
-@pytest.fixture
-def make_stack(tmp_path: Path, docker_client: docker.DockerClient, base_image: str, git_server: GitHttpServer,
-               request: pytest.FixtureRequest) -> Iterator[Callable[..., Stack]]:
-    """Build stacks: ``make_stack(database="sqlite"|"postgresql", env={...}, files={...})``."""
-    made: list[Stack] = []
+class StackFactory:
+    """Makes stacks under ``root`` and tears them all down at ``close()``."""
 
-    def make(*, database: str = "sqlite", env: dict[str, str] | None = None,
-             files: dict[str, str] | None = None, docker_host: str | None = None,
-             start: bool = True) -> Stack:
+    def __init__(self, root: Path, docker_client: docker.DockerClient, base_image: str, git: GitHttpServer,
+                 postgres: Callable[[], PostgresServer]):
+        self.root, self.docker_client, self.base_image, self.git = root, docker_client, base_image, git
+        self.postgres = postgres
+        self.made: list[Stack] = []
+
+    def __call__(self, *, database: str = "sqlite", env: dict[str, str] | None = None,
+                 files: dict[str, str] | None = None, docker_host: str | None = None, start: bool = True) -> Stack:
         suffix = secrets.token_hex(3)
         port = free_port()
         primary, secondary = f"api-{suffix}", f"web-{suffix}"
-        git_server.create_repo(primary, files or project_files(base_image, service_port=port),
-                               executable=[".taskspace/startup.sh"])
-        git_server.create_repo(secondary, {"README.md": "# web\n", "index.html": "<h1>web</h1>\n"})
-        database_url = None
-        if database == "postgresql":
-            database_url = request.getfixturevalue("postgres_server").create_database()
-        server = ServerProcess(tmp_path / f"data-{suffix}", database_url=database_url, env=env,
+        self.git.create_repo(primary, files or project_files(self.base_image, service_port=port),
+                             executable=[".taskspace/startup.sh"])
+        self.git.create_repo(secondary, {"README.md": "# web\n", "index.html": "<h1>web</h1>\n"})
+        database_url = self.postgres().create_database() if database == "postgresql" else None
+        server = ServerProcess(self.root / f"data-{suffix}", database_url=database_url, env=env,
                                docker_host=docker_host)
-        stack = Stack(server=server, git=git_server, project=f"p{suffix}", primary=primary, secondary=secondary,
-                      service_port=port, git_secret=git_server.users["alice"])
-        made.append(stack)
+        stack = Stack(server=server, git=self.git, project=f"p{suffix}", primary=primary, secondary=secondary,
+                      service_port=port, git_secret=self.git.users["alice"])
+        self.made.append(stack)
         if start:
             setup(stack)
         return stack
 
-    yield make
-    for stack in made:
-        stack.server.stop()
-        if stack.server.docker_host is None:  # a private engine is cleaned up by its own test
-            remove_installation(docker_client, stack.server.installation)
+    def close(self) -> None:
+        for stack in self.made:
+            stack.server.stop()
+            if stack.server.docker_host is None:  # a private engine is cleaned up by its own test
+                remove_installation(self.docker_client, stack.server.installation)
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path, docker_client: docker.DockerClient, base_image: str, git_server: GitHttpServer,
+               request: pytest.FixtureRequest) -> Iterator[StackFactory]:
+    """Build stacks: ``make_stack(database="sqlite"|"postgresql", env={...}, files={...})``."""
+    factory = StackFactory(tmp_path, docker_client, base_image, git_server,
+                           lambda: request.getfixturevalue("postgres_server"))
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="module")
+def module_stack(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, base_image: str,
+                 git_server: GitHttpServer, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """One stack for a whole module of tests that do not disturb each other."""
+    factory = StackFactory(tmp_path_factory.mktemp("stack"), docker_client, base_image, git_server,
+                           lambda: request.getfixturevalue("postgres_server"))
+    yield factory()
+    factory.close()
 
 
 def setup(stack: Stack) -> None:
@@ -189,7 +209,7 @@ def setup(stack: Stack) -> None:
 
 
 @pytest.fixture
-def stack(make_stack: Callable[..., Stack]) -> Stack:
+def stack(make_stack: StackFactory) -> Stack:
     return make_stack()
 
 

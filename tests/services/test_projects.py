@@ -124,13 +124,20 @@ async def test_an_unknown_purge_status_lists_the_statuses(rt: Runtime, admin: Us
     assert await count(rt, Project) == 0
 
 
-@pytest.mark.parametrize("url", ["http://git.example.com/team/api.git", "https://user:pw@git.example.com/api.git",
-                                 "file:///etc/api.git", "ext::sh -c touch% /tmp/pwned"])
-async def test_the_url_policy_is_enforced(rt: Runtime, admin: User, url: str) -> None:
-    with pytest.raises(InvalidInput, match="is not accepted") as caught:
-        await projects.create(rt, user=admin, data=ProjectInput(name="fine", repos=[url]))
-
-    assert caught.value.field == "url"
+async def test_the_url_policy_is_enforced(rt: Runtime, admin: User, api_url: str, tmp_path: Path) -> None:
+    cases = [
+        ("http://git.example.com/team/api.git", "plain http sends tokens unencrypted"),
+        ("https://user:pw@git.example.com/api.git", "it contains credentials"),
+        ("file:///etc/api.git", "file:// repositories are not enabled for this path"),
+        (f"file://{tmp_path}/data/api.git", "file:// repositories are not enabled for this path"),
+        ("git://git.example.com/api.git", "unauthenticated and unencrypted"),
+        ("ext::sh -c touch% /tmp/pwned", "contains spaces"),
+    ]
+    for url, why in cases:
+        with pytest.raises(InvalidInput, match="is not accepted") as caught:
+            await projects.create(rt, user=admin, data=ProjectInput(name="fine", repos=[api_url, url]))
+        assert caught.value.field == "url", url
+        assert why in caught.value.message, url
     assert await count(rt, Project) == 0
 
 

@@ -156,30 +156,46 @@ async def test_a_launch_that_cannot_work_creates_nothing(rt: Runtime, admin: Use
     assert await count(rt, Event) == 0
 
 
-async def test_a_repository_the_token_cannot_read_creates_nothing(rt: Runtime, admin: User, board: Board) -> None:
+async def test_repositories_the_user_cannot_read_are_all_named_and_nothing_is_created(
+        rt: Runtime, admin: User, board: Board, git_server: GitHttpServer) -> None:
     async with transaction(rt.sessions) as session:
         await git_tokens.remove(session=session, user=admin, name="local")
 
-    with pytest.raises(GitError, match="You don't have access to .* without a token") as caught:
+    with pytest.raises(InvalidInput, match=r"^Preflight found problems: ") as caught:
         await launch(rt, admin)
 
+    for name in (board.api, board.web):
+        assert f"You don't have access to `{git_server.url(name)}` without a token" in caught.value.message
     assert "authentication failed" in caught.value.message
     assert await count(rt, Workspace) == 0
     assert await count(rt, Event) == 0
 
 
-@pytest.mark.parametrize(("files", "message"), [
-    ({"README.md": "no Dockerfile here\n"}, "has no Dockerfile and no .devcontainer/devcontainer.json"),
-    ({"Dockerfile": "# just a comment\nRUN true\n"}, "comes before the first FROM"),
-    ({"Dockerfile": "# nothing at all\n"}, "has no FROM instruction"),
-])
-async def test_a_primary_repository_without_a_usable_dockerfile_creates_nothing(
-        rt: Runtime, admin: User, git_token: GitToken, new_repo: NewRepo, files: dict[str, str],
-        message: str) -> None:
-    await make_board(rt, admin, new_repo, api_files=files)
+async def test_a_wrong_token_is_named_in_the_error(rt: Runtime, admin: User, board: Board,
+                                                   git_server: GitHttpServer) -> None:
+    async with transaction(rt.sessions) as session:
+        await git_tokens.remove(session=session, user=admin, name="local")
+        await git_tokens.add(session=session, vault=rt.vault, user=admin, name="stale",
+                             host=f"127.0.0.1:{git_server.port}", username="alice", secret="not-the-password")
 
-    with pytest.raises(InvalidInput, match=message):
-        await launch(rt, admin)
+    with pytest.raises(GitError, match=r"with token `stale`.*authentication failed") as caught:
+        await launch(rt, admin, repos=[board.api])
+
+    assert "not-the-password" not in str(caught.value)
+    assert await count(rt, Workspace) == 0
+
+
+async def test_a_primary_repository_without_a_usable_dockerfile_creates_nothing(
+        rt: Runtime, admin: User, git_token: GitToken, new_repo: NewRepo) -> None:
+    cases = [
+        ("NODF", {"README.md": "no Dockerfile here\n"}, "has no Dockerfile and no .devcontainer/devcontainer.json"),
+        ("RUNFIRST", {"Dockerfile": "# a comment\nRUN true\n"}, "line 2: RUN comes before the first FROM"),
+        ("NOFROM", {"Dockerfile": "# nothing at all\n"}, "has no FROM instruction"),
+    ]
+    for key, files, message in cases:
+        await make_board(rt, admin, new_repo, api_files=files, key=key)
+        with pytest.raises(InvalidInput, match=message):
+            await launch(rt, admin, key=f"{key}-1")
 
     assert await count(rt, Workspace) == 0
     assert await count(rt, Event) == 0
@@ -234,29 +250,39 @@ async def test_request_records_intent_and_bumps_the_version(rt: Runtime, admin: 
     assert rt.bus.take_pending() == {ws.id}
 
 
-@pytest.mark.parametrize(("failure_step", "state", "keeps_plan"), [
-    ("preflight", "preparing", False),
-    ("image", "preparing", False),
-    ("volume", "preparing", True),
-    ("clone", "preparing", True),
-    ("services", "starting", True),
-    ("startup", "starting", True),
-])
-async def test_starting_a_failed_workspace_retries_from_the_failed_step(
-        rt: Runtime, admin: User, board: Board, failure_step: str, state: str, keeps_plan: bool) -> None:
+async def test_starting_a_failed_workspace_retries_from_the_failed_step(rt: Runtime, admin: User,
+                                                                       board: Board) -> None:
     ws, _ = await launch(rt, admin)
-    await set_columns(rt, ws.id, state="failed", failure_step=failure_step, failure_reason="it broke", version=5)
+    plan, bases = ws.plan, {r.id: r.base_sha for r in ws.repos}
+    cases = [
+        ("preflight", "preparing", False),
+        ("image", "preparing", False),
+        ("volume", "preparing", True),
+        ("clone", "preparing", True),
+        ("services", "starting", True),
+        ("startup", "starting", True),
+    ]
+    for failure_step, state, keeps_plan in cases:
+        async with transaction(rt.sessions) as session:
+            for repo_id, base in bases.items():
+                await session.execute(update(WorkspaceRepo).where(WorkspaceRepo.id == repo_id)
+                                      .values(base_sha=base, branch_existed=False))
+        await set_columns(rt, ws.id, state="failed", failure_step=failure_step, failure_reason="it broke",
+                          plan=plan, version=5)
 
-    retried = await workspaces.request(rt, user=admin, ref="DEMO-1", desired=Desired.READY)
+        retried = await workspaces.request(rt, user=admin, ref="DEMO-1", desired=Desired.READY)
 
-    assert (retried.state, retried.desired, retried.version) == (state, "ready", 6)
-    assert (retried.failure_step, retried.failure_reason) == (None, None)
-    assert bool(retried.plan) == keeps_plan
-    # Re-planning forgets the base of branches that did not exist yet, so they are decided again.
-    assert all((r.base_sha is not None) == keeps_plan for r in retried.repos)
-    last = (await events_of(rt, ws.id))[-1]
-    assert (last.kind, last.from_state, last.to_state, last.reason) == (
-        "transition", "failed", state, "start requested by admin")
+        assert (retried.state, retried.desired, retried.version) == (state, "ready", 6), failure_step
+        assert (retried.failure_step, retried.failure_reason) == (None, None)
+        assert bool(retried.plan) == keeps_plan, failure_step
+        # Re-planning forgets the base of branches that did not exist yet, so they are decided again.
+        async with transaction(rt.sessions) as session:
+            rows = list(await session.scalars(select(WorkspaceRepo).where(WorkspaceRepo.workspace_id == ws.id)))
+        assert [(r.base_sha is not None, r.branch_existed is not None) for r in rows] == \
+            [(keeps_plan, keeps_plan)] * 2, failure_step
+        last = (await events_of(rt, ws.id))[-1]
+        assert (last.kind, last.from_state, last.to_state, last.reason) == (
+            "transition", "failed", state, "start requested by admin")
 
 
 async def test_a_purged_or_purging_workspace_cannot_be_started(rt: Runtime, admin: User, board: Board) -> None:

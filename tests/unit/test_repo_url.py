@@ -25,7 +25,7 @@ def refused(raw, policy: RepoUrlPolicy | None = POLICY) -> InvalidInput:
     ("raw", "reason", "hint"),
     [
         # git remote helpers run commands
-        ("ext::sh -c touch% /tmp/pwned", "spaces or control characters", DEFAULT_HINT),
+        ("ext::sh -c touch% /tmp/pwned", "git remote helpers", DEFAULT_HINT),
         ("ext::sh%20-c%20id", "git remote helpers", DEFAULT_HINT),
         ("fd::3", "git remote helpers", DEFAULT_HINT),
         ("fd::3,4/repo", "git remote helpers", DEFAULT_HINT),
@@ -35,7 +35,8 @@ def refused(raw, policy: RepoUrlPolicy | None = POLICY) -> InvalidInput:
         # options
         ("-oProxyCommand=touch%20/tmp/x", "starts with '-'", DEFAULT_HINT),
         ("--upload-pack=touch%20/tmp/x", "starts with '-'", DEFAULT_HINT),
-        ("--upload-pack=touch /tmp/x", "spaces or control characters", DEFAULT_HINT),
+        ("--upload-pack=touch /tmp/x", "starts with '-'", DEFAULT_HINT),
+        ("-oProxyCommand=x\n", "starts with '-'", DEFAULT_HINT),
         ("-", "starts with '-'", DEFAULT_HINT),
         ("user@-oProxyCommand=x:org/repo", "it is not a URL", DEFAULT_HINT),
         ("https://-h.example.com/a/b.git", "'-h.example.com' is not a valid host name", DEFAULT_HINT),

@@ -104,14 +104,15 @@ def parse_repo_url(raw: str, policy: RepoUrlPolicy | None = None) -> RepoUrl:
     policy = policy or RepoUrlPolicy()
     if not isinstance(raw, str) or not raw.strip():
         raise _invalid(str(raw), "it is empty")
+    # The most telling reason first: a remote helper or an option is an attack, not a typo.
+    if _HELPER_RE.match(raw):
+        raise _invalid(raw, "git remote helpers (such as ext:: or fd::) can run commands")
+    if raw.startswith("-"):
+        raise _invalid(raw, "it starts with '-', which git would read as an option")
     if raw != raw.strip() or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in raw):
         raise _invalid(raw, "it contains spaces or control characters")
     if len(raw) > MAX_URL_LENGTH:
         raise _invalid(raw, f"it is longer than {MAX_URL_LENGTH} characters")
-    if raw.startswith("-"):
-        raise _invalid(raw, "it starts with '-', which git would read as an option")
-    if _HELPER_RE.match(raw):
-        raise _invalid(raw, "git remote helpers (such as ext:: or fd::) can run commands")
 
     if "://" not in raw:
         scp = _SCP_RE.match(raw)
