@@ -395,7 +395,6 @@ def test_named_commands_run_in_parallel_with_prefixed_output(primary):
     assert "[b] from-b" in log
 
 
-@pytest.mark.xfail(strict=True, reason="the exit code of a named command is lost: wait sees the status of sed")
 def test_a_failing_named_command_stops_startup(primary):
     hook = LifecycleCommand(commands={"a": "echo from-a", "b": ["/bin/sh", "-c", "echo from-b; exit 4"]})
 
@@ -406,7 +405,6 @@ def test_a_failing_named_command_stops_startup(primary):
     assert parse_status(result.err) == [("postStartCommand", "4")]
 
 
-@pytest.mark.xfail(strict=True, reason="a named command's background process keeps its sed, and the wait, alive")
 def test_startup_returns_while_a_named_command_leaves_a_background_process(primary):
     hook = LifecycleCommand(commands={"server": "sleep 300 &", "other": "true"})
 

@@ -201,7 +201,7 @@ def test_container_env_does_not_pass_the_service_own_env():
     assert "POSTGRES_PASSWORD" not in env_of(make_plan())
 
 
-def test_container_env_precedence_container_env_over_publish_over_taskspace():
+def test_container_env_precedence_taskspace_over_container_env_over_publish():
     plan = make_plan(
         services=[
             service("db", {"SHARED": "from-db", "TASKSPACE_TICKET": "from-db", "ONLY_DB": "db"}),
@@ -213,8 +213,9 @@ def test_container_env_precedence_container_env_over_publish_over_taskspace():
     env = env_of(plan)
 
     assert env["SHARED"] == "from-devcontainer"
-    assert env["TASKSPACE_BRANCH"] == "from-devcontainer"
-    assert env["TASKSPACE_TICKET"] == "from-db"  # a later source wins, taskspace's own included
+    # taskspace's own variables describe the workspace: nothing in a repository overrides them.
+    assert env["TASKSPACE_BRANCH"] != "from-devcontainer"
+    assert env["TASKSPACE_TICKET"] != "from-db"
     assert env["TASKSPACE_WORKSPACE"] == "w1"
     assert env["ONLY_DB"] == "db"
     assert env["ONLY_CACHE"] == "cache"

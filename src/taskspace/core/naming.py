@@ -53,9 +53,13 @@ def branch_problem(name: str) -> str | None:
         return "it starts with '-', which git would read as an option"
     if name == "@":
         return "'@' alone is not a branch name"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        return "it contains a control character"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "it contains characters that are not valid text (lone surrogates)"
     for ch in name:
-        if ord(ch) < 0x20 or ord(ch) == 0x7F:
-            return "it contains a control character"
         if ch in " ~^:?*[\\":
             return f"it contains {ch!r}"
     if ".." in name:

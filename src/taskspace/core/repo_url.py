@@ -43,8 +43,10 @@ class RepoUrl:
 
     @property
     def host_port(self) -> str:
-        """``host`` or ``host:port``: what a git token is matched against."""
-        return f"{self.host}:{self.port}" if self.port else self.host
+        """``host`` or ``host:port`` as written in URLs (``[::1]:8080``): what a git token is
+        matched against."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}" if self.port else host
 
     @property
     def name(self) -> str:
@@ -93,6 +95,8 @@ def _check_path(raw: str, path: str) -> str:
         raise _invalid(raw, "it names no repository")
     if any(p in {".", ".."} for p in parts):
         raise _invalid(raw, "its path contains '.' or '..'")
+    if any(p.startswith("-") for p in parts):
+        raise _invalid(raw, "a path component starts with '-', which git could read as an option")
     name = parts[-1].removesuffix(".git")
     if not REPO_NAME_RE.match(name):
         raise _invalid(raw, f"its last path component {parts[-1]!r} cannot be a directory name")
@@ -118,6 +122,8 @@ def parse_repo_url(raw: str, policy: RepoUrlPolicy | None = None) -> RepoUrl:
         scp = _SCP_RE.match(raw)
         if not scp:
             raise _invalid(raw, "it is not a URL")
+        if (scp.group("user") or "").startswith("-") or scp.group("host").startswith("-"):
+            raise _invalid(raw, "its user or host starts with '-', which ssh would read as an option")
         host = scp.group("host").lower()
         _check_host(raw, host, policy)
         path = _check_path(raw, scp.group("path"))
@@ -152,6 +158,8 @@ def parse_repo_url(raw: str, policy: RepoUrlPolicy | None = None) -> RepoUrl:
                        "Remove them from the URL and add a token with 'taskspace token add'.")
     if scheme in {"ssh", "git+ssh", "ssh+git"} and parts.password is not None:
         raise _invalid(raw, "it contains a password")
+    if (parts.username or "").startswith("-"):
+        raise _invalid(raw, "its user starts with '-', which ssh would read as an option")
     _check_host(raw, host, policy)
     if scheme == "http" and not is_loopback(host) and host not in policy.http_hosts:
         raise _invalid(raw, "plain http sends tokens unencrypted",

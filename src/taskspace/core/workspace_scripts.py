@@ -107,18 +107,24 @@ def _command_lines(cmd: str | list[str]) -> str:
 
 def _hook(label: str, command: LifecycleCommand) -> list[str]:
     """Run a lifecycle command (several named ones in parallel) and stop at its failure.
+
     Commands get fd 3 closed: a background process they leave must not hold the exec's stderr,
-    or the exec would never end."""
+    or the exec would never end. Parallel commands write to files, not a pipe, for the same
+    reason, and each records its own exit code."""
     lines = [f"echo {q('==> ' + label)}"]
     if len(command.commands) == 1:
         (cmd,) = command.commands.values()
         lines += [f"( {_command_lines(cmd)} ) </dev/null 3>&-", "code=$?"]
     else:
-        lines.append("code=0; pids=''")
-        for name, cmd in command.commands.items():
-            lines.append(f"( {_command_lines(cmd)} ) </dev/null 3>&- 2>&1 | sed {q('s/^/[' + name + '] /')} & "
-                         "pids=\"$pids $!\"")
-        lines.append('for p in $pids; do wait "$p" || code=$?; done')
+        lines += ["code=0; pids=''", "out=$(mktemp -d)"]
+        for index, cmd in enumerate(command.commands.values()):
+            lines.append(f'( ( {_command_lines(cmd)} ) </dev/null >"$out/{index}.log" 2>&1; '
+                         f'echo $? >"$out/{index}.code" ) 3>&- & pids="$pids $!"')
+        lines.append('for p in $pids; do wait "$p"; done')
+        for index, name in enumerate(command.commands):
+            lines += [f'sed {q("s/^/[" + name + "] /")} "$out/{index}.log"',
+                      f'c=$(cat "$out/{index}.code"); if [ "$c" -ne 0 ] && [ "$code" -eq 0 ]; then code=$c; fi']
+        lines.append('rm -rf "$out"')
     lines += [
         f'echo "<== {label} exited with code $code"',
         f'echo "{STATUS_PREFIX}{label} $code" >&3',

@@ -90,17 +90,19 @@ def summarize(plan: Plan, dockerfile: DockerfileSummary | None) -> EnvironmentSu
 
 def container_env(plan: Plan, *, hosts: dict[str, str], workspace_id: str, ticket: str, branch: str,
                   primary: str) -> dict[str, str]:
-    """The workspace's environment: taskspace's own variables, what each service publishes
-    (``${host}`` resolved through ``hosts``), then devcontainer.json's containerEnv."""
-    env = {
+    """The workspace's environment: what each service publishes (``${host}`` resolved through
+    ``hosts``), devcontainer.json's containerEnv over that, and taskspace's own ``TASKSPACE_*``
+    variables, which nothing overrides."""
+    env: dict[str, str] = {}
+    for service in plan.services:
+        env.update(resolve_publish(service.decl, hosts[service.decl.name]))
+    env.update(plan.environment.container_env)
+    env.update({
         "TASKSPACE_WORKSPACE": workspace_id,
         "TASKSPACE_TICKET": ticket,
         "TASKSPACE_BRANCH": branch,
         "TASKSPACE_PRIMARY_REPO": f"{WORKSPACE}/{primary}",
-    }
-    for service in plan.services:
-        env.update(resolve_publish(service.decl, hosts[service.decl.name]))
-    env.update(plan.environment.container_env)
+    })
     return env
 
 
