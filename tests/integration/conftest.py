@@ -20,12 +20,15 @@ from taskspace.testing.postgres import PostgresServer
 from taskspace.testing.server import ServerProcess, free_port
 
 
-def project_files(base_image: str, *, service_port: int, startup: str | None = None) -> dict[str, str]:
+def project_files(base_image: str, *, service_port: int, startup: str | None = None,
+                  unique_image: bool = False) -> dict[str, str]:
     """A primary repository: a Dockerfile on the local base image (non-root user), a startup
-    script that counts its runs, and one dependency service answering PONG on ``service_port``."""
+    script that counts its runs, and one dependency service answering PONG on ``service_port``.
+    Images are content-addressed, so stacks share them; ``unique_image`` makes this one new."""
+    label = f"LABEL test.nonce={secrets.token_hex(4)}\n" if unique_image else ""
     return {
         "README.md": "# api\n",
-        "Dockerfile": f"FROM {base_image}\nRUN useradd --create-home dev\nUSER dev\nWORKDIR /workspace\n",
+        "Dockerfile": f"FROM {base_image}\n{label}RUN useradd --create-home dev\nUSER dev\nWORKDIR /workspace\n",
         ".taskspace/startup.sh": startup or textwrap.dedent("""\
             #!/bin/sh
             echo "run $(date +%s)" >> /workspace/.taskspace/startup-runs

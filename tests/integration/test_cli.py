@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from taskspace.cli.main import app
-from tests.integration.conftest import Stack
+from taskspace.testing.server import free_port
+from tests.integration.conftest import Stack, project_files
 
 pytestmark = pytest.mark.docker
 
@@ -21,8 +22,8 @@ def run(stack: Stack, *args: str, env: dict[str, str] | None = None) -> tuple[in
     return result.exit_code, result.stdout, result.stderr
 
 
-def test_a_developer_works_through_the_cli(make_stack: Callable[..., Stack]) -> None:
-    stack = make_stack(start=False)
+def test_a_developer_works_through_the_cli(make_stack: Callable[..., Stack], base_image: str) -> None:
+    stack = make_stack(start=False, files=project_files(base_image, service_port=free_port(), unique_image=True))
     stack.server.start()
     host = stack.git.base_url.removeprefix("http://")
 

@@ -162,7 +162,13 @@ def test_a_failing_startup_script_leaves_the_workspace_usable(
     assert stack.exec(key, "true")[0] == 0
 
 
-def test_an_existing_ticket_branch_is_checked_out_and_an_unchanged_image_is_not_rebuilt(stack: Stack) -> None:
+def test_an_existing_ticket_branch_is_checked_out_and_an_unchanged_image_is_not_rebuilt(
+        make_stack: Callable[..., Stack], base_image: str) -> None:
+    from taskspace.testing.server import free_port
+
+    from tests.integration.conftest import project_files
+
+    stack = make_stack(files=project_files(base_image, service_port=free_port(), unique_image=True))
     first = stack.ticket("First")
     stack.launch_ready(first)
     key = stack.ticket("Second change")

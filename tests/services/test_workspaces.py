@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass
 
 import pytest
@@ -13,9 +14,8 @@ from taskspace.core.errors import Conflict, GitError, InvalidInput, NotFound, Ta
 from taskspace.core.naming import ticket_branch
 from taskspace.core.states import Desired, State
 from taskspace.db.engine import transaction
-from taskspace.db.models import Event, GitToken, Project, User, Workspace, WorkspaceRepo
-from taskspace.services import git_tokens, projects, tickets, workspaces
-from taskspace.services.projects import ProjectInput
+from taskspace.db.models import Event, GitToken, Project, Repo, User, Workspace, WorkspaceRepo
+from taskspace.services import git_tokens, tickets, workspaces
 from taskspace.services.runtime import Runtime
 from taskspace.services.workspaces import LaunchRequest
 from taskspace.testing.git_server import GitHttpServer
@@ -29,25 +29,44 @@ BRANCH = ticket_branch("DEMO-1", TITLE)
 class Board:
     project: Project
     api: str  # the primary repository's name
+    web: str | None
+
+
+@dataclass(frozen=True)
+class Remotes:
+    api: str
     web: str
 
 
-async def make_board(rt: Runtime, admin: User, new_repo: NewRepo, *, api_files: dict[str, str] | None = None,
-                     api_branches: dict[str, dict[str, str]] | None = None, key: str = "DEMO") -> Board:
-    api_url = new_repo(api_files if api_files is not None else {"Dockerfile": DOCKERFILE},
-                       extra_branches=api_branches)
-    web_url = new_repo({"index.html": "<h1>web</h1>\n"}, branch="trunk",
-                       extra_branches={"release": {"index.html": "<h1>release</h1>\n"}})
-    project = await projects.create(rt, user=admin, data=ProjectInput(name=key.lower(), key=key,
-                                                                      repos=[api_url, web_url]))
+@pytest.fixture(scope="session")
+def remotes(git_server: GitHttpServer) -> Remotes:
+    """The repositories most tests launch from (a launch only reads them): ``api`` with a
+    Dockerfile on ``main``, ``web`` on ``trunk`` with a ``release`` branch."""
+    suffix = uuid.uuid4().hex[:8]
+    return Remotes(
+        api=git_server.create_repo(f"launch-api-{suffix}", {"Dockerfile": DOCKERFILE}),
+        web=git_server.create_repo(f"launch-web-{suffix}", {"index.html": "<h1>web</h1>\n"}, branch="trunk",
+                                   extra_branches={"release": {"index.html": "<h1>release</h1>\n"}}),
+    )
+
+
+async def make_board(rt: Runtime, admin: User, api_url: str, web_url: str | None = None, *,
+                     key: str = "DEMO") -> Board:
+    """A project stored as ``projects.create`` stores it (tested in test_projects), with ticket KEY-1."""
+    urls = [(api_url, "main"), *([(web_url, "trunk")] if web_url else [])]
     async with transaction(rt.sessions) as session:
+        project = Project(key=key, name=key.lower(), purge_on_category="done", repos=[
+            Repo(name=repo_name(url), url=url, default_branch=branch, is_primary=i == 0, position=i)
+            for i, (url, branch) in enumerate(urls)])
+        session.add(project)
+        await session.flush()
         await tickets.create(session=session, project=project, title=TITLE, assignee=admin.username)
-    return Board(project, repo_name(api_url), repo_name(web_url))
+    return Board(project, repo_name(api_url), repo_name(web_url) if web_url else None)
 
 
 @pytest.fixture
-async def board(rt: Runtime, admin: User, git_token: GitToken, new_repo: NewRepo) -> Board:
-    return await make_board(rt, admin, new_repo)
+async def board(rt: Runtime, admin: User, git_token: GitToken, remotes: Remotes) -> Board:
+    return await make_board(rt, admin, remotes.api, remotes.web)
 
 
 async def launch(rt: Runtime, user: User, key: str = "DEMO-1", **options: object) -> tuple[Workspace, bool]:
@@ -113,8 +132,10 @@ async def test_concurrent_launches_create_one_workspace(rt: Runtime, admin: User
 
 
 async def test_an_existing_ticket_branch_and_chosen_branches_are_used(
-        rt: Runtime, admin: User, git_token: GitToken, new_repo: NewRepo, git_server: GitHttpServer) -> None:
-    board = await make_board(rt, admin, new_repo, api_branches={BRANCH: {"WORK.md": "in progress\n"}})
+        rt: Runtime, admin: User, git_token: GitToken, new_repo: NewRepo, remotes: Remotes,
+        git_server: GitHttpServer) -> None:
+    api_url = new_repo({"Dockerfile": DOCKERFILE}, extra_branches={BRANCH: {"WORK.md": "in progress\n"}})
+    board = await make_board(rt, admin, api_url, remotes.web)
 
     ws, _ = await launch(rt, admin, source_branches={board.web: "release"}, target_branch="main")
 
@@ -193,7 +214,7 @@ async def test_a_primary_repository_without_a_usable_dockerfile_creates_nothing(
         ("NOFROM", {"Dockerfile": "# nothing at all\n"}, "has no FROM instruction"),
     ]
     for key, files, message in cases:
-        await make_board(rt, admin, new_repo, api_files=files, key=key)
+        await make_board(rt, admin, new_repo(files), key=key)
         with pytest.raises(InvalidInput, match=message):
             await launch(rt, admin, key=f"{key}-1")
 

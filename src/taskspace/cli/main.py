@@ -21,6 +21,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from taskspace.cli.client import Client, CliError
+from taskspace.core.errors import TaskspaceError
 from taskspace.settings import Settings, load_settings
 
 
@@ -99,6 +100,7 @@ def up(host: Annotated[str | None, typer.Option(help="Address to listen on")] = 
     settings = load_settings(**overrides)
     logging.basicConfig(level=os.environ.get("TASKSPACE_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
     async def prepare() -> Any:
         rt = await build_runtime(settings)
@@ -107,7 +109,10 @@ def up(host: Annotated[str | None, typer.Option(help="Address to listen on")] = 
         finally:
             await rt.close()
 
-    report = asyncio.run(prepare())
+    try:
+        report = asyncio.run(prepare())
+    except TaskspaceError as exc:
+        raise CliError(exc.message, exc.hint) from None
     err.print(f"[bold]taskspace[/] on {settings.base_url}  (API reference: {settings.base_url}/docs)")
     err.print(f"Admin token for the CLI and API: {report.token_file}")
     if report.demo_seeded:

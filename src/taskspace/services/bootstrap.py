@@ -26,8 +26,10 @@ def admin_token_path(data_dir: Path) -> Path:
 
 
 async def bootstrap(rt: Runtime, *, with_demo: bool, say: Callable[[str], None]) -> BootstrapReport:
-    """Create the admin on an empty database and (re)write its local token when the file is
-    missing; seed the demo on an empty database unless ``with_demo`` is false."""
+    """Check the engine answers, create the admin on an empty database and (re)write its local
+    token when the file is missing; seed the demo on an empty database unless ``with_demo`` is
+    false. Raises BackendError when the engine cannot be reached."""
+    await rt.backend.list_owned()  # fails early, with a hint, when the engine is unreachable
     path = admin_token_path(rt.settings.data_dir)
     async with transaction(rt.sessions) as session:
         admin = await users.ensure_admin(session=session)
