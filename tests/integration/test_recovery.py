@@ -9,9 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import docker
+import httpx
 import pytest
 
 from taskspace.testing.engine import PrivateEngine
+from taskspace.testing.server import free_port
 from tests.integration.conftest import Stack, engine_resources, project_files
 
 pytestmark = pytest.mark.docker
@@ -50,8 +52,6 @@ def test_server_killed_during_a_provisioning_step_finishes_the_workspace_after_r
 
 def test_server_killed_in_the_middle_of_an_image_build_rebuilds_it(
         make_stack: Callable[..., Stack], docker_client: docker.DockerClient, base_image: str) -> None:
-    from taskspace.testing.server import free_port
-
     files = project_files(base_image, service_port=free_port())
     files["Dockerfile"] = (f"FROM {base_image}\nARG NONCE={time.time_ns()}\nRUN sleep 3 && useradd -m dev\n"
                            "USER dev\n")
@@ -75,12 +75,21 @@ def test_server_killed_during_the_launch_preflight_creates_nothing(
     stack = make_stack()
     key = stack.ticket()
     monkeypatch.setattr(stack.git, "delay", 1.0)
-    thread = threading.Thread(target=lambda: stack.server.api.post("/workspaces", json={"key": key}))
+    outcome: list[object] = []
+
+    def launch() -> None:
+        try:
+            outcome.append(stack.server.api.post("/workspaces", json={"key": key}))
+        except httpx.HTTPError as exc:  # the server dies under the request
+            outcome.append(exc)
+
+    thread = threading.Thread(target=launch)
     thread.start()
     time.sleep(0.5)  # the launch request is waiting on the slowed git server
 
     stack.server.kill()
     thread.join()
+    assert isinstance(outcome[0], httpx.HTTPError), "the launch was cut off by the kill"
     monkeypatch.setattr(stack.git, "delay", 0.0)
     stack.server.start()
 

@@ -13,7 +13,8 @@ import asyncpg
 import docker
 import pytest
 
-from tests.integration.conftest import Stack, engine_resources
+from taskspace.testing.server import free_port
+from tests.integration.conftest import Stack, engine_resources, project_files
 
 pytestmark = pytest.mark.docker
 
@@ -164,10 +165,6 @@ def test_a_failing_startup_script_leaves_the_workspace_usable(
 
 def test_an_existing_ticket_branch_is_checked_out_and_an_unchanged_image_is_not_rebuilt(
         make_stack: Callable[..., Stack], base_image: str) -> None:
-    from taskspace.testing.server import free_port
-
-    from tests.integration.conftest import project_files
-
     stack = make_stack(files=project_files(base_image, service_port=free_port(), unique_image=True))
     first = stack.ticket("First")
     stack.launch_ready(first)

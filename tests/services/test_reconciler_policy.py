@@ -114,7 +114,7 @@ async def test_a_grace_period_schedules_the_purge_and_a_reopened_ticket_cancels_
     report = await reconciler.run_pass()
 
     ws, notes = await load(rt, workspace_id)
-    assert (report.workspaces, report.jobs_started, report.purges_requested) == (1, [], [])
+    assert (report.workspaces, report.jobs_started, report.purges_requested, report.orphans) == (1, [], [], [])
     assert (ws.desired, ws.state, ws.version) == ("stopped", "stopped", 1)
     assert ws.purge_due_at == ticket.status_changed_at + timedelta(seconds=3600)
     scheduled = f"purge scheduled for {ws.purge_due_at:%Y-%m-%d %H:%M UTC}"

@@ -12,8 +12,6 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from taskspace.core.errors import BackendError, GitError, InvalidInput, TaskspaceError
 from taskspace.core.states import Step
 from taskspace.core.workspace_scripts import (
@@ -26,7 +24,7 @@ from taskspace.core.workspace_scripts import (
     prepare_script,
 )
 from taskspace.db.engine import transaction
-from taskspace.db.models import Build, GitToken, WorkspaceRepo, utcnow
+from taskspace.db.models import Build, WorkspaceRepo, utcnow
 from taskspace.plugins.backends.base import ImageSpec, WorkspaceSpec
 from taskspace.services.lifecycle import plan as plans
 from taskspace.services.lifecycle.plan import ImagePlan, Plan
@@ -53,7 +51,7 @@ def spec_for(rt: Runtime, snap: Snapshot, plan: Plan, **extra: Any) -> Workspace
 # Preflight -----------------------------------------------------------------------------------
 
 
-def preflight_input(snap: Snapshot, token_names: dict[int, str]) -> PreflightInput:
+def preflight_input(snap: Snapshot) -> PreflightInput:
     defaults = {r.id: r.default_branch for r in snap.project.repos}
     return PreflightInput(
         workspace_id=snap.id, project_key=snap.project.key, dockerfile=snap.project.dockerfile,
@@ -61,7 +59,7 @@ def preflight_input(snap: Snapshot, token_names: dict[int, str]) -> PreflightInp
         repos=[RepoChoice(name=r.name, url=r.url, default_branch=defaults.get(r.repo_id) if r.repo_id else None,
                           source_branch=r.source_branch, target_branch=r.target_branch,
                           credential=snap.credentials.get(r.name),
-                          token_name=token_names.get(r.token_id) if r.token_id else None,
+                          token_name=snap.token_names.get(r.name),
                           base_sha=r.base_sha, branch_existed=r.branch_existed) for r in snap.repos])
 
 
@@ -71,10 +69,7 @@ async def preflight(rt: Runtime, snap: Snapshot) -> Plan:
     if existing is not None:
         return existing
     async with StepTimer(rt, snap, Step.PREFLIGHT) as step:
-        async with transaction(rt.sessions) as session:
-            ids = [r.token_id for r in snap.repos if r.token_id]
-            names = {t.id: t.name for t in await session.scalars(select(GitToken).where(GitToken.id.in_(ids)))}
-        result = await run_preflight(rt, preflight_input(snap, names))
+        result = await run_preflight(rt, preflight_input(snap))
         step.values = result.workspace_values()
         step.data = result.event_data()
         async with transaction(rt.sessions) as session:

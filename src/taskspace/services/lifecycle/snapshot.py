@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +29,7 @@ class Snapshot:
     owner: User
     repos: list[WorkspaceRepo]
     credentials: dict[str, GitCredential | None] = field(default_factory=dict)
+    token_names: dict[str, str] = field(default_factory=dict)  # repository name → token name
 
     @property
     def id(self) -> str:
@@ -60,6 +62,8 @@ async def load(rt: Runtime, workspace_id: str) -> Snapshot:
     for repo in snap.repos:
         token = tokens.get(repo.token_id) if repo.token_id else None
         snap.credentials[repo.name] = git_tokens.credential(rt.vault, token) if token else None
+        if token is not None:
+            snap.token_names[repo.name] = token.name
     return snap
 
 
@@ -117,8 +121,6 @@ class StepTimer:
         delay = self.rt.settings.failpoint_delays.get(self.step.value)
         if delay:
             # Testing hook (TASKSPACE_FAILPOINTS): hold the step open so a test can kill the server here.
-            import asyncio
-
             await asyncio.sleep(delay)
         self.started = time.monotonic()
         return self
