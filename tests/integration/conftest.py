@@ -43,14 +43,20 @@ def project_files(base_image: str, *, service_port: int, startup: str | None = N
                   test: perl -MIO::Socket::INET -e 'exit !IO::Socket::INET->new("127.0.0.1:{service_port}")'
                   interval: 100ms
                   retries: 100
+                init:
+                  - {{source: .taskspace/reply.txt, target: /srv/reply.txt}}
+                  - {{run: "date +%s%N >> /srv/initialized"}}
                 publish:
                   ECHO_ADDR: "${{host}}:{service_port}"
             """),
+        ".taskspace/reply.txt": "PONG\n",
         ".taskspace/echo.Dockerfile": f"FROM {base_image}\nCOPY echo.pl /echo.pl\nCMD [\"perl\", \"/echo.pl\"]\n",
         ".taskspace/echo.pl": textwrap.dedent(f"""\
             use IO::Socket::INET;
+            open my $f, "<", "/srv/reply.txt" or die "no init file: $!";
+            my $reply = <$f>;
             my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1:{service_port}", Listen => 5, ReuseAddr => 1) or die $!;
-            while (my $c = $s->accept) {{ print $c "PONG\\n"; close $c; }}
+            while (my $c = $s->accept) {{ print $c $reply; close $c; }}
             """),
     }
 

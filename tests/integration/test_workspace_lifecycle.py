@@ -77,8 +77,11 @@ def test_two_repository_workspace_lives_and_is_purged_with_rescue(
     answer = stack.sh(key, 'host=${ECHO_ADDR%:*}; port=${ECHO_ADDR#*:}; '
                            'perl -MIO::Socket::INET -e \'print IO::Socket::INET->new("$ARGV[0]:$ARGV[1]")->getline\' '
                            '"$host" "$port"')
-    assert answer.strip() == "PONG"
+    assert answer.strip() == "PONG", "the reply comes from the init file copied into the service"
     assert ws["environment"]["services"] == ["echo"]
+    service = docker_client.containers.get(f"ts-{ws['id']}-echo")
+    initialized = service.exec_run(["cat", "/srv/initialized"]).output
+    assert initialized.count(b"\n") == 1, "the init command ran once the service was healthy"
     assert ws["environment"]["base_images"] and ws["environment"]["user"] == "dev"
 
     # The token is nowhere: not in the container's environment, .git/config, the server's
@@ -100,6 +103,7 @@ def test_two_repository_workspace_lives_and_is_purged_with_rescue(
     assert ws["state"] == "ready"
     assert stack.sh(key, "cat notes.txt").strip() == "draft"
     assert stack.sh(key, "wc -l < /workspace/.taskspace/startup-runs").strip() == "2"
+    assert service.exec_run(["cat", "/srv/initialized"]).output == initialized, "init commands run once"
 
     # Purge: the uncommitted file and an unpushed commit on another branch are rescued first.
     stack.sh(key, "git checkout -q -b experiment && echo idea > idea.txt && git add idea.txt "

@@ -22,7 +22,7 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``taskspace up --no-demo`` on loopback with its own data dir (and database).
+    """``taskspace up [--no-demo]`` on loopback with its own data dir (and database).
 
     Workspaces and image builds use host networking, so everything stays on loopback.
     ``env`` adds or overrides ``TASKSPACE_*`` settings (e.g. ``TASKSPACE_FAILPOINTS``).
@@ -30,7 +30,8 @@ class ServerProcess:
     """
 
     def __init__(self, data_dir: Path, *, database_url: str | None = None, docker_host: str | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, demo: bool = False):
+        self.demo = demo
         self.data_dir = data_dir
         self.database_url = database_url
         self.docker_host = docker_host
@@ -66,8 +67,8 @@ class ServerProcess:
             log.write(f"\n=== start {time.strftime('%H:%M:%S')} {overrides}\n".encode())
             log.flush()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "taskspace", "up", "--no-demo", "--host", "127.0.0.1",
-                 "--port", str(self.port)],
+                [sys.executable, "-m", "taskspace", "up", *([] if self.demo else ["--no-demo"]),
+                 "--host", "127.0.0.1", "--port", str(self.port)],
                 env=self.environment(**overrides), stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout

@@ -1,0 +1,67 @@
+"""One settings object: environment over TOML file over defaults; derived values."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from taskspace.settings import Settings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in [n for n in os.environ if n.startswith("TASKSPACE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TASKSPACE_CONFIG", str(tmp_path / "absent.toml"))
+
+
+def test_defaults_are_the_embedded_setup(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path)
+    assert settings.sqlalchemy_url == f"sqlite+aiosqlite:///{tmp_path / 'taskspace.db'}"
+    assert (settings.host, settings.port, settings.backend) == ("127.0.0.1", 8080, "docker")
+    assert settings.workspace_network == "per-workspace"
+    assert settings.base_url == "http://127.0.0.1:8080"
+    assert settings.repo_url_policy.file_roots == (str((tmp_path / "demo").resolve()),)
+
+
+def test_environment_wins_over_the_toml_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "taskspace.toml"
+    config.write_text('port = 9000\nhost = "0.0.0.0"\nallowed_http_hosts = ["git.internal"]\n')
+    monkeypatch.setenv("TASKSPACE_CONFIG", str(config))
+    monkeypatch.setenv("TASKSPACE_PORT", "9100")
+    settings = Settings(data_dir=tmp_path)
+    assert settings.port == 9100
+    assert settings.host == "0.0.0.0"
+    assert settings.base_url == "http://127.0.0.1:9100", "a wildcard address is not a URL people can use"
+    assert settings.repo_url_policy.http_hosts == ("git.internal",)
+
+
+def test_postgresql_urls_get_the_async_driver(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, database_url="postgresql://u:p@db.example.com/ts")
+    assert settings.sqlalchemy_url == "postgresql+asyncpg://u:p@db.example.com/ts"
+
+
+def test_a_secret_key_is_generated_once_and_kept_private(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "data")
+    settings.ensure_data_dir()
+    key_file = tmp_path / "data" / "secret.key"
+    assert settings.secret_key is not None and len(settings.secret_key.get_secret_value()) >= 32
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    again = load_settings(data_dir=tmp_path / "data")
+    again.ensure_data_dir()
+    assert again.secret_key == settings.secret_key
+
+
+def test_failpoints_parse() -> None:
+    assert load_settings(failpoints="clone=3, image=0.5").failpoint_delays == {"clone": 3.0, "image": 0.5}
+
+
+@pytest.mark.parametrize("field", [{"port": 0}, {"workspace_network": "-x"}, {"workspace_network": "a b"},
+                                   {"reconcile_interval": 0}])
+def test_bad_values_are_refused(field: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        load_settings(**field)
