@@ -159,7 +159,7 @@ class Reconciler:
 
     async def _load(self) -> list[Row]:
         """The live workspaces, only the columns a pass needs (it runs over thousands)."""
-        async with transaction(self.rt.sessions) as session:
+        async with self.rt.readers() as session:
             result = await session.execute(
                 select(Workspace.id, Workspace.state, Workspace.desired, Workspace.version,
                        Workspace.purge_retry_at, Workspace.purge_due_at)

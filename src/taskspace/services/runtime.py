@@ -25,6 +25,7 @@ class Runtime:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    readers: async_sessionmaker[AsyncSession]
     backend: Backend
     mirrors: Mirrors
     vault: Vault
@@ -68,6 +69,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         settings=settings,
         engine=engine,
         sessions=sessions,
+        readers=create_sessionmaker(engine, readonly=True),
         backend=backend_cls(config, installation=installation),
         mirrors=Mirrors(settings.mirrors_dir),
         vault=Vault(settings.secret_key.get_secret_value()),

@@ -229,7 +229,7 @@ async def wait_for_events(rt: Runtime, *, workspace_id: str, after: int, timeout
     """New events after ``after``, waiting up to ``timeout`` seconds for the first one."""
     loop_deadline = timeout
     while True:
-        async with transaction(rt.sessions) as session:
+        async with rt.readers() as session:
             found = await events(session=session, workspace_id=workspace_id, after=after)
         if found or loop_deadline <= 0:
             return found

@@ -49,7 +49,7 @@ class Snapshot:
 
 
 async def load(rt: Runtime, workspace_id: str) -> Snapshot:
-    async with transaction(rt.sessions) as session:
+    async with rt.readers() as session:
         ws = await session.get(Workspace, workspace_id, populate_existing=True)
         if ws is None:
             raise NotFound(f"Workspace {workspace_id} does not exist.")

@@ -24,7 +24,14 @@ def get_reconciler(request: Request) -> Reconciler:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A write transaction for the request. Routes that call the engine or git must not use it."""
     async with transaction(request.app.state.rt.sessions) as session:
+        yield session
+
+
+async def get_reader(request: Request) -> AsyncIterator[AsyncSession]:
+    """A read-only session for the request."""
+    async with request.app.state.rt.readers() as session:
         yield session
 
 
@@ -41,5 +48,6 @@ async def get_user(request: Request) -> User:
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+ReaderDep = Annotated[AsyncSession, Depends(get_reader)]
 UserDep = Annotated[User, Depends(get_user)]
 ReconcilerDep = Annotated[Reconciler, Depends(get_reconciler)]

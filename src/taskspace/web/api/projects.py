@@ -4,7 +4,7 @@ from fastapi import APIRouter, status
 
 from taskspace.core.durations import parse_duration
 from taskspace.services import projects
-from taskspace.web.api.deps import RuntimeDep, SessionDep, UserDep
+from taskspace.web.api.deps import ReaderDep, RuntimeDep, UserDep
 from taskspace.web.api.schemas import ProjectIn, ProjectOut
 
 router = APIRouter(prefix="/projects", tags=["projects"])
@@ -20,10 +20,10 @@ async def create_project(body: ProjectIn, rt: RuntimeDep, user: UserDep) -> Proj
 
 
 @router.get("", response_model=list[ProjectOut])
-async def list_projects(session: SessionDep, user: UserDep) -> list[ProjectOut]:
+async def list_projects(session: ReaderDep, user: UserDep) -> list[ProjectOut]:
     return [ProjectOut.of(p) for p in await projects.list_all(session=session)]
 
 
 @router.get("/{ref}", response_model=ProjectOut)
-async def get_project(ref: str, session: SessionDep, user: UserDep) -> ProjectOut:
+async def get_project(ref: str, session: ReaderDep, user: UserDep) -> ProjectOut:
     return ProjectOut.of(await projects.get(session=session, ref=ref))

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, status
 
 from taskspace.services import projects, tickets
-from taskspace.web.api.deps import RuntimeDep, SessionDep, UserDep
+from taskspace.web.api.deps import ReaderDep, RuntimeDep, SessionDep, UserDep
 from taskspace.web.api.schemas import TicketIn, TicketMoveIn, TicketOut
 
 router = APIRouter(prefix="/tickets", tags=["tickets"])
@@ -19,7 +19,7 @@ async def create_ticket(body: TicketIn, session: SessionDep, user: UserDep) -> T
 
 
 @router.get("", response_model=list[TicketOut])
-async def list_tickets(session: SessionDep, user: UserDep,
+async def list_tickets(session: ReaderDep, user: UserDep,
                        assignee: str | None = Query(None, max_length=200),
                        project: str | None = Query(None, max_length=64),
                        mine: bool = False) -> list[TicketOut]:
@@ -29,7 +29,7 @@ async def list_tickets(session: SessionDep, user: UserDep,
 
 
 @router.get("/{key}", response_model=TicketOut)
-async def get_ticket(key: str, session: SessionDep, user: UserDep) -> TicketOut:
+async def get_ticket(key: str, session: ReaderDep, user: UserDep) -> TicketOut:
     return TicketOut.of(await tickets.get(session=session, key=key))
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from taskspace.services import git_tokens
-from taskspace.web.api.deps import RuntimeDep, SessionDep, UserDep
+from taskspace.web.api.deps import ReaderDep, RuntimeDep, SessionDep, UserDep
 from taskspace.web.api.schemas import GitTokenIn, GitTokenOut
 
 router = APIRouter(prefix="/tokens", tags=["git tokens"])
@@ -18,7 +18,7 @@ async def add_token(body: GitTokenIn, rt: RuntimeDep, session: SessionDep, user:
 
 
 @router.get("", response_model=list[GitTokenOut])
-async def list_tokens(session: SessionDep, user: UserDep) -> list[GitTokenOut]:
+async def list_tokens(session: ReaderDep, user: UserDep) -> list[GitTokenOut]:
     return [GitTokenOut.of(t) for t in await git_tokens.list_for(session=session, user=user)]
 
 

@@ -10,7 +10,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from taskspace.core.errors import TaskspaceError
 from taskspace.core.states import Desired
 from taskspace.services import workspaces
-from taskspace.web.api.deps import RuntimeDep, SessionDep, UserDep
+from taskspace.web.api.deps import ReaderDep, RuntimeDep, UserDep
 from taskspace.web.api.schemas import (
     EventOut,
     EventsOut,
@@ -31,27 +31,27 @@ async def launch(body: LaunchIn, rt: RuntimeDep, user: UserDep, response: Respon
     ws, created = await workspaces.launch(rt, user=user, request=workspaces.LaunchRequest(**body.model_dump()))
     if not created:
         response.status_code = status.HTTP_200_OK
-    async with rt.sessions() as session:
+    async with rt.readers() as session:
         fresh = await workspaces.find(session=session, user=user, ref=ws.id)
     return WorkspaceOut.of(fresh, rt.settings.base_url)
 
 
 @router.get("", response_model=list[WorkspaceOut])
-async def list_workspaces(rt: RuntimeDep, session: SessionDep, user: UserDep,
+async def list_workspaces(rt: RuntimeDep, session: ReaderDep, user: UserDep,
                           all: bool = Query(False, description="Include purged workspaces")) -> list[WorkspaceOut]:
     found = await workspaces.list_for(session=session, user=user, include_purged=all)
     return [WorkspaceOut.of(w, rt.settings.base_url) for w in found]
 
 
 @router.get("/{ref}", response_model=WorkspaceOut)
-async def show(ref: str, rt: RuntimeDep, session: SessionDep, user: UserDep) -> WorkspaceOut:
+async def show(ref: str, rt: RuntimeDep, session: ReaderDep, user: UserDep) -> WorkspaceOut:
     """Your workspace for a ticket key (or by id)."""
     return WorkspaceOut.of(await workspaces.find(session=session, user=user, ref=ref), rt.settings.base_url)
 
 
 async def _request(rt: RuntimeDep, user: UserDep, ref: str, desired: Desired, discard: bool = False) -> WorkspaceOut:
     ws = await workspaces.request(rt, user=user, ref=ref, desired=desired, discard_unpushed=discard)
-    async with rt.sessions() as session:
+    async with rt.readers() as session:
         return WorkspaceOut.of(await workspaces.find(session=session, user=user, ref=ws.id), rt.settings.base_url)
 
 
@@ -78,22 +78,24 @@ async def purge(ref: str, rt: RuntimeDep, user: UserDep, body: PurgeIn | None = 
 async def events(ref: str, rt: RuntimeDep, user: UserDep, after: int = Query(0, ge=0),
                  wait: float = Query(0, ge=0, le=60, description="Seconds to wait for a new event")) -> EventsOut:
     """Events after ``after``; with ``wait``, returns as soon as there is one (long polling)."""
-    async with rt.sessions() as session:
+    async with rt.readers() as session:
         ws = await workspaces.find(session=session, user=user, ref=ref)
     found = await workspaces.wait_for_events(rt, workspace_id=ws.id, after=after, timeout=wait)
-    async with rt.sessions() as session:
+    async with rt.readers() as session:
         ws = await workspaces.find(session=session, user=user, ref=ws.id)
     return EventsOut(workspace=WorkspaceOut.of(ws, rt.settings.base_url), events=[EventOut.of(e) for e in found])
 
 
 @router.get("/{ref}/logs/startup", response_class=PlainTextResponse)
-async def startup_log(ref: str, rt: RuntimeDep, session: SessionDep, user: UserDep) -> str:
+async def startup_log(ref: str, rt: RuntimeDep, user: UserDep) -> str:
     """Output of the last start's lifecycle commands and .taskspace/startup.sh."""
-    return await workspaces.startup_log(rt, await workspaces.find(session=session, user=user, ref=ref))
+    async with rt.readers() as session:  # closed before the engine is asked
+        ws = await workspaces.find(session=session, user=user, ref=ref)
+    return await workspaces.startup_log(rt, ws)
 
 
 @router.get("/{ref}/logs/build", response_class=PlainTextResponse)
-async def build_log(ref: str, rt: RuntimeDep, session: SessionDep, user: UserDep) -> str:
+async def build_log(ref: str, rt: RuntimeDep, session: ReaderDep, user: UserDep) -> str:
     """The log of the build that produced the workspace's image."""
     return workspaces.build_log(rt, await workspaces.find(session=session, user=user, ref=ref))
 
@@ -102,7 +104,7 @@ async def build_log(ref: str, rt: RuntimeDep, session: SessionDep, user: UserDep
                                              "description": "Lines of {stream, data(base64)} then {exit_code}"}})
 async def exec_command(ref: str, body: ExecIn, rt: RuntimeDep, user: UserDep) -> StreamingResponse:
     """Run a command in the workspace and stream its output as it comes."""
-    async with rt.sessions() as session:
+    async with rt.readers() as session:
         ws = await workspaces.find(session=session, user=user, ref=ref)
     stream = workspaces.exec_stream(rt, ws, body.argv)
     first = await anext(stream)  # errors before the first byte still become a JSON error response
