@@ -8,11 +8,10 @@ environment at import time: call :func:`load_settings`.
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +20,11 @@ from pydantic_settings import (
 )
 
 from taskspace.core.repo_url import RepoUrlPolicy
+
+
+class RegistryCredential(BaseModel):
+    username: str
+    password: SecretStr
 
 
 def _default_data_dir() -> Path:
@@ -49,8 +53,13 @@ class Settings(BaseSettings):
     build_network: str | None = Field(
         None, description="Network mode of image builds' RUN steps (e.g. 'host'); default: the engine's.")
     secret_key: SecretStr | None = Field(
-        None, description="Key that encrypts stored git tokens. Generated into DATA_DIR/secret.key "
-        "on first start if absent.")
+        None, description="Key-encryption keys of the token vault, '<id> <base64 32 bytes>' comma-separated, "
+        "current first. Default: the key file.")
+    key_file: Path | None = Field(None, description="File of the vault's keys (one a line, current first); "
+                                  "created on first start. Default: DATA_DIR/secret.key.")
+    registry_auth: dict[str, RegistryCredential] = Field(
+        default_factory=dict, description="Container registry host → {username, password}: service credentials "
+        "for pulling images and checking base images before a launch.")
     allowed_git_hosts: list[str] | None = Field(
         None, description="If set, only repositories on these hosts can be registered.")
     allowed_http_hosts: list[str] = Field(
@@ -59,6 +68,19 @@ class Settings(BaseSettings):
     allowed_file_roots: list[Path] | None = Field(
         None, description="Folders whose repositories may be registered with file:// URLs. "
         "Default: DATA_DIR/demo only.")
+    session_hours: float = Field(8.0, gt=0, description="Hours a browser session lasts without use.")
+    oidc_issuer: str | None = Field(None, description="OpenID Connect issuer URL; enables single sign-on.")
+    oidc_client_id: str | None = Field(None, description="OpenID Connect client id.")
+    oidc_client_secret: SecretStr | None = Field(None, description="OpenID Connect client secret.")
+    oidc_scopes: str = Field("openid email profile", description="Scopes asked of the identity provider.")
+    oidc_username_claim: str = Field("preferred_username", description="Claim that names the user.")
+    oidc_groups_claim: str = Field("groups", description="Claim that lists the user's groups.")
+    oidc_role_map: dict[str, str] = Field(default_factory=dict, description="Group → role (developer, "
+                                          "reviewer, admin), applied at every sign-in.")
+    oidc_default_role: str = Field("developer", description="Role of a new single sign-on user without a "
+                                   "mapped group.")
+    trusted_proxies: list[str] = Field(default_factory=list, description="Addresses of reverse proxies whose "
+                                       "X-Forwarded-For is believed (audit log source addresses).")
     reconcile_interval: float = Field(10.0, gt=0, description="Seconds between reconcile passes.")
     orphan_grace: float = Field(600.0, ge=0, description="Seconds an unowned engine resource is "
                                 "kept before it is removed.")
@@ -67,7 +89,11 @@ class Settings(BaseSettings):
     startup_timeout: float = Field(900.0, gt=0, description="Seconds the startup script and "
                                    "lifecycle commands may run.")
     build_timeout: float = Field(1800.0, gt=0, description="Seconds an image build may take.")
-    workspace_pids_limit: int = Field(4096, ge=64, description="Process limit per workspace container.")
+    workspace_pids_limit: int = Field(4096, ge=64, description="Default process limit per workspace and "
+                                      "service container (a project may set its own).")
+    workspace_cpus: float | None = Field(4.0, gt=0, description="Default CPUs per container (None: no limit).")
+    workspace_memory: str | None = Field("8g", description="Default memory per container, e.g. 8g (None: no "
+                                         "limit).")
     max_parallel_jobs: int = Field(8, ge=1, description="Workspaces the reconciler works on at once.")
     failpoints: str = Field("", description="Testing hook: 'step=seconds,...' pauses before steps.")
 
@@ -82,6 +108,18 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml_file = os.environ.get("TASKSPACE_CONFIG", "taskspace.toml")
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+
+    @field_validator("workspace_memory")
+    @classmethod
+    def _memory(cls, value: str | None) -> str | None:
+        if value is not None:
+            from taskspace.core.sizes import parse_size
+
+            try:
+                parse_size(value)
+            except Exception as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("workspace_network")
     @classmethod
@@ -121,12 +159,24 @@ class Settings(BaseSettings):
         )
 
     @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_issuer and self.oidc_client_id)
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.base_url.startswith("https://")
+
+    @property
     def failpoint_delays(self) -> dict[str, float]:
         delays: dict[str, float] = {}
         for item in filter(None, (p.strip() for p in self.failpoints.split(","))):
             name, _, seconds = item.partition("=")
             delays[name.strip()] = float(seconds or 0)
         return delays
+
+    @property
+    def vault_key_file(self) -> Path:
+        return self.key_file or self.data_dir / "secret.key"
 
     @property
     def mirrors_dir(self) -> Path:
@@ -137,7 +187,7 @@ class Settings(BaseSettings):
         return self.data_dir / "logs"
 
     def ensure_data_dir(self) -> None:
-        """Create the data dir (private) and the secret key file when absent."""
+        """Create the data dir (private), with its mirrors and logs folders."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
         # Workspace containers clone from the mirrors through a read-only bind mount, as their own
@@ -146,13 +196,6 @@ class Settings(BaseSettings):
         os.chmod(self.mirrors_dir, 0o755)
         os.chmod(self.data_dir, 0o711)
         self.logs_dir.mkdir(exist_ok=True)
-        if self.secret_key is None:
-            key_file = self.data_dir / "secret.key"
-            if not key_file.exists():
-                fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w") as fh:
-                    fh.write(secrets.token_urlsafe(32))
-            self.secret_key = SecretStr(key_file.read_text().strip())
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -19,7 +19,7 @@ from tests.services.support import NewRepo
 @pytest.fixture
 async def admin(rt: Runtime) -> User:
     async with transaction(rt.sessions) as session:
-        return await users.ensure_admin(session=session)
+        return (await users.ensure_admin(session=session))[0]
 
 
 @pytest.fixture

@@ -13,8 +13,14 @@ from taskspace.services.runtime import Runtime
 #: Creates a repository with a unique name on the test git server and returns its URL.
 NewRepo = Callable[..., str]
 
-#: A Dockerfile that preflight accepts (launching never builds it).
+#: A Dockerfile for projects that are only registered, never launched.
 DOCKERFILE = "FROM debian:bookworm-slim\nWORKDIR /workspace\n"
+
+
+def launchable_dockerfile(base_image: str) -> str:
+    """A Dockerfile that preflight accepts: its base image is on the engine (launching never
+    builds it)."""
+    return f"FROM {base_image}\nWORKDIR /workspace\n"
 
 
 def repo_name(url: str) -> str:

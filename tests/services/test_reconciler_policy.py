@@ -24,7 +24,7 @@ async def insert_workspace(rt: Runtime, *, key: str = "DEMO", grace: int = 0, ca
     """A project, a ticket and a workspace that needs no work (``next_phase`` is None), so a
     pass starts no job."""
     async with transaction(rt.sessions) as session:
-        owner = await users.ensure_admin(session=session)
+        owner = (await users.ensure_admin(session=session))[0]
         project = Project(key=key, name=key.lower(), purge_on_category=category, purge_on_statuses=list(statuses),
                           purge_grace_seconds=grace)
         session.add(project)

@@ -16,9 +16,9 @@ from taskspace.services.runtime import Runtime
 
 async def test_ensure_admin_creates_one_admin_and_returns_it_again(rt: Runtime) -> None:
     async with transaction(rt.sessions) as session:
-        first = await users.ensure_admin(session=session)
+        first = (await users.ensure_admin(session=session))[0]
     async with transaction(rt.sessions) as session:
-        again = await users.ensure_admin(session=session, username="someone-else")
+        again = (await users.ensure_admin(session=session, username="someone-else"))[0]
         count = await session.scalar(select(func.count()).select_from(User))
 
     assert first.username == "admin" and first.is_admin
@@ -28,8 +28,8 @@ async def test_ensure_admin_creates_one_admin_and_returns_it_again(rt: Runtime) 
 
 async def test_a_created_token_authenticates_its_user(rt: Runtime) -> None:
     async with transaction(rt.sessions) as session:
-        admin = await users.ensure_admin(session=session)
-        token = await users.create_api_token(session=session, user=admin, name="laptop")
+        admin = (await users.ensure_admin(session=session))[0]
+        token, _ = await users.create_api_token(session=session, user=admin, name="laptop")
 
     async with transaction(rt.sessions) as session:
         user = await users.authenticate(session=session, token=token)
@@ -43,8 +43,8 @@ async def test_a_created_token_authenticates_its_user(rt: Runtime) -> None:
 
 async def test_a_missing_or_unknown_token_is_refused_with_a_hint(rt: Runtime) -> None:
     async with transaction(rt.sessions) as session:
-        admin = await users.ensure_admin(session=session)
-        token = await users.create_api_token(session=session, user=admin, name="laptop")
+        admin = (await users.ensure_admin(session=session))[0]
+        token, _ = await users.create_api_token(session=session, user=admin, name="laptop")
 
     for wrong in (None, "", "tsp_not-a-token-this-server-made", token[:-1], token.upper()):
         async with transaction(rt.sessions) as session:
@@ -55,8 +55,8 @@ async def test_a_missing_or_unknown_token_is_refused_with_a_hint(rt: Runtime) ->
 
 async def test_a_revoked_token_is_refused(rt: Runtime) -> None:
     async with transaction(rt.sessions) as session:
-        admin = await users.ensure_admin(session=session)
-        token = await users.create_api_token(session=session, user=admin, name="laptop")
+        admin = (await users.ensure_admin(session=session))[0]
+        token, _ = await users.create_api_token(session=session, user=admin, name="laptop")
     async with transaction(rt.sessions) as session:
         await session.execute(update(ApiToken).where(ApiToken.name == "laptop").values(revoked_at=utcnow()))
 
@@ -68,8 +68,8 @@ async def test_a_revoked_token_is_refused(rt: Runtime) -> None:
 
 async def test_the_token_is_stored_only_as_its_hash(rt: Runtime) -> None:
     async with transaction(rt.sessions) as session:
-        admin = await users.ensure_admin(session=session)
-        token = await users.create_api_token(session=session, user=admin, name="laptop")
+        admin = (await users.ensure_admin(session=session))[0]
+        token, _ = await users.create_api_token(session=session, user=admin, name="laptop")
 
     async with transaction(rt.sessions) as session:
         rows = (await session.execute(text("SELECT * FROM api_tokens"))).mappings().all()

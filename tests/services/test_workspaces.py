@@ -19,8 +19,9 @@ from taskspace.services import git_tokens, tickets, workspaces
 from taskspace.services.runtime import Runtime
 from taskspace.services.workspaces import LaunchRequest
 from taskspace.testing.git_server import GitHttpServer
-from tests.services.support import DOCKERFILE, NewRepo, count, repo_name
+from tests.services.support import NewRepo, count, launchable_dockerfile, repo_name
 
+pytestmark = pytest.mark.docker  # a launch checks the environment's images with the engine
 TITLE = "Add a health endpoint"
 BRANCH = ticket_branch("DEMO-1", TITLE)
 
@@ -39,12 +40,12 @@ class Remotes:
 
 
 @pytest.fixture(scope="session")
-def remotes(git_server: GitHttpServer) -> Remotes:
+def remotes(git_server: GitHttpServer, base_image: str) -> Remotes:
     """The repositories most tests launch from (a launch only reads them): ``api`` with a
     Dockerfile on ``main``, ``web`` on ``trunk`` with a ``release`` branch."""
     suffix = uuid.uuid4().hex[:8]
     return Remotes(
-        api=git_server.create_repo(f"launch-api-{suffix}", {"Dockerfile": DOCKERFILE}),
+        api=git_server.create_repo(f"launch-api-{suffix}", {"Dockerfile": launchable_dockerfile(base_image)}),
         web=git_server.create_repo(f"launch-web-{suffix}", {"index.html": "<h1>web</h1>\n"}, branch="trunk",
                                    extra_branches={"release": {"index.html": "<h1>release</h1>\n"}}),
     )
@@ -79,7 +80,8 @@ async def events_of(rt: Runtime, workspace_id: str) -> list[Event]:
 
 
 async def test_launch_records_the_workspace_with_its_plan(rt: Runtime, admin: User, git_token: GitToken,
-                                                          board: Board, git_server: GitHttpServer) -> None:
+                                                          board: Board, git_server: GitHttpServer,
+                                                          base_image: str) -> None:
     ws, created = await launch(rt, admin)
 
     assert created
@@ -94,7 +96,7 @@ async def test_launch_records_the_workspace_with_its_plan(rt: Runtime, admin: Us
     assert stored.image.startswith("taskspace/demo:")
     assert set(stored.plan["mirrors"]) == {board.api, board.web}
     assert stored.environment["source"] == "dockerfile"
-    assert stored.environment["base_images"] == ["debian:bookworm-slim"]
+    assert stored.environment["base_images"] == [base_image]
     assert stored.environment["workdir"] == "/workspace"
     assert [(r.name, r.is_primary, r.position, r.source_branch, r.target_branch, r.branch_existed, r.base_sha,
              r.token_id) for r in stored.repos] == [
@@ -133,8 +135,9 @@ async def test_concurrent_launches_create_one_workspace(rt: Runtime, admin: User
 
 async def test_an_existing_ticket_branch_and_chosen_branches_are_used(
         rt: Runtime, admin: User, git_token: GitToken, new_repo: NewRepo, remotes: Remotes,
-        git_server: GitHttpServer) -> None:
-    api_url = new_repo({"Dockerfile": DOCKERFILE}, extra_branches={BRANCH: {"WORK.md": "in progress\n"}})
+        git_server: GitHttpServer, base_image: str) -> None:
+    api_url = new_repo({"Dockerfile": launchable_dockerfile(base_image)},
+                       extra_branches={BRANCH: {"WORK.md": "in progress\n"}})
     board = await make_board(rt, admin, api_url, remotes.web)
 
     ws, _ = await launch(rt, admin, source_branches={board.web: "release"}, target_branch="main")
@@ -212,6 +215,8 @@ async def test_a_primary_repository_without_a_usable_dockerfile_creates_nothing(
         ("NODF", {"README.md": "no Dockerfile here\n"}, "has no Dockerfile and no .devcontainer/devcontainer.json"),
         ("RUNFIRST", {"Dockerfile": "# a comment\nRUN true\n"}, "line 2: RUN comes before the first FROM"),
         ("NOFROM", {"Dockerfile": "# nothing at all\n"}, "has no FROM instruction"),
+        ("NOIMAGE", {"Dockerfile": "FROM registry.invalid/nothing/here:1\n"},
+         "Image `registry.invalid/nothing/here:1` is not on the engine and its registry does not serve it"),
     ]
     for key, files, message in cases:
         await make_board(rt, admin, new_repo(files), key=key)

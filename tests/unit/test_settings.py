@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 import pytest
@@ -43,17 +42,6 @@ def test_environment_wins_over_the_toml_file(tmp_path: Path, monkeypatch: pytest
 def test_postgresql_urls_get_the_async_driver(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path, database_url="postgresql://u:p@db.example.com/ts")
     assert settings.sqlalchemy_url == "postgresql+asyncpg://u:p@db.example.com/ts"
-
-
-def test_a_secret_key_is_generated_once_and_kept_private(tmp_path: Path) -> None:
-    settings = load_settings(data_dir=tmp_path / "data")
-    settings.ensure_data_dir()
-    key_file = tmp_path / "data" / "secret.key"
-    assert settings.secret_key is not None and len(settings.secret_key.get_secret_value()) >= 32
-    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    again = load_settings(data_dir=tmp_path / "data")
-    again.ensure_data_dir()
-    assert again.secret_key == settings.secret_key
 
 
 def test_failpoints_parse() -> None:

@@ -48,6 +48,12 @@ app.add_typer(project_app, name="project")
 app.add_typer(token_app, name="token")
 app.add_typer(ticket_app, name="ticket")
 app.add_typer(ws_app, name="ws")
+admin_app = typer.Typer(help="Administration: users and the token vault's keys.", no_args_is_help=True)
+user_app = typer.Typer(help="Accounts (admins).", no_args_is_help=True)
+api_token_app = typer.Typer(help="Your personal API tokens for the CLI and scripts.", no_args_is_help=True)
+admin_app.add_typer(user_app, name="user")
+app.add_typer(admin_app, name="admin")
+app.add_typer(api_token_app, name="api-token")
 
 out = Console()
 err = Console(stderr=True)
@@ -115,9 +121,98 @@ def up(host: Annotated[str | None, typer.Option(help="Address to listen on")] = 
         raise CliError(exc.message, exc.hint) from None
     err.print(f"[bold]taskspace[/] on {settings.base_url}  (API reference: {settings.base_url}/docs)")
     err.print(f"Admin token for the CLI and API: {report.token_file}")
+    if report.password:
+        err.print(f"Sign in at {settings.base_url}/login as [bold]{report.admin}[/] with password "
+                  f"[bold]{report.password}[/] (also in {report.password_file}; change it on your profile).")
     if report.demo_seeded:
         err.print("Try: taskspace ticket list   then   taskspace ws launch DEMO-1 --wait")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+
+
+@admin_app.command("rotate-key")
+def admin_rotate_key(
+    prune: Annotated[bool, typer.Option("--prune", help="Drop keys no stored token uses any more")] = False,
+    rewrap_only: Annotated[bool, typer.Option("--rewrap-only", help="Add no key; re-wrap under the current one")]
+    = False,
+) -> None:
+    """Put a new key first in the vault's key file and re-wrap every stored token under it.
+    Run on the server's host; running servers keep working (they re-read the key file)."""
+    from taskspace.services import keys
+    from taskspace.services.runtime import build_runtime
+
+    async def rotate() -> Any:
+        rt = await build_runtime(_settings())
+        try:
+            return await keys.rotate(rt, new_key=not rewrap_only, prune=prune)
+        finally:
+            await rt.close()
+
+    try:
+        report = asyncio.run(rotate())
+    except TaskspaceError as exc:
+        raise CliError(exc.message, exc.hint) from None
+    out.print(f"Current key {report.current}; re-wrapped {report.rewrapped} token(s).")
+    if report.pruned:
+        out.print(f"Dropped unused key(s): {', '.join(report.pruned)}.")
+    elif report.kept:
+        out.print(f"Older key(s) kept for readers: {', '.join(report.kept)} (drop them later with --prune).")
+
+
+@user_app.command("add")
+def user_add(username: str, role: Annotated[str, typer.Option(help="developer, reviewer or admin")] = "developer",
+             password_env: Annotated[str | None, typer.Option(
+                 "--password-env", help="Environment variable holding a password (else single sign-on only)")]
+             = None,
+             email: Annotated[str | None, typer.Option()] = None) -> None:
+    password = os.environ.get(password_env) if password_env else None
+    if password_env and not password:
+        raise CliError(f"The environment variable {password_env} is not set or empty.")
+    user = _client().call("POST", "/users", json_body={"username": username, "role": role, "password": password,
+                                                       "email": email})
+    out.print(f"Created {user['username']} ({user['role']}).")
+
+
+@user_app.command("list")
+def user_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    found = _client().call("GET", "/users")
+    if as_json:
+        _print_json(found)
+        return
+    table = Table("user", "role", "sign-in", "email", "last sign-in", "state")
+    for u in found:
+        table.add_row(u["username"], u["role"], "single sign-on" if u["sso"] else "password", u["email"] or "-",
+                      (u["last_login_at"] or "-")[:19], "disabled" if u["disabled"] else "active")
+    out.print(table)
+
+
+@user_app.command("set")
+def user_set(username: str, role: Annotated[str | None, typer.Option()] = None,
+             disabled: Annotated[bool | None, typer.Option("--disabled/--enabled")] = None) -> None:
+    """Change a user's role, or disable (signing them out) or enable them."""
+    user = _client().call("PATCH", f"/users/{username}", json_body={"role": role, "disabled": disabled})
+    out.print(f"{user['username']}: {user['role']}, {'disabled' if user['disabled'] else 'active'}.")
+
+
+@api_token_app.command("create")
+def api_token_create(name: str) -> None:
+    """Create a personal API token; it is printed once."""
+    token = _client().call("POST", "/me/api-tokens", json_body={"name": name})
+    err.print(f"API token {token['name']} (id {token['id']}). It is shown only now:")
+    out.print(token["token"])
+
+
+@api_token_app.command("list")
+def api_token_list() -> None:
+    table = Table("id", "name", "created", "last used")
+    for t in _client().call("GET", "/me/api-tokens"):
+        table.add_row(str(t["id"]), t["name"], t["created_at"][:19], (t["last_used_at"] or "-")[:19])
+    out.print(table)
+
+
+@api_token_app.command("revoke")
+def api_token_revoke(token_id: int) -> None:
+    _client().call("DELETE", f"/me/api-tokens/{token_id}")
+    out.print(f"Revoked API token {token_id}.")
 
 
 @app.command()
@@ -141,10 +236,13 @@ def project_add(
     purge_on: Annotated[list[str] | None, typer.Option("--purge-on", help="Status that ends a workspace; repeat")] = None,
     grace: Annotated[str, typer.Option(help="Grace period before a purge, e.g. 24h")] = "0",
     key: Annotated[str | None, typer.Option(help="Ticket key prefix (default: from the name)")] = None,
+    cpus: Annotated[float | None, typer.Option(help="CPUs per container (default: the server's)")] = None,
+    memory: Annotated[str | None, typer.Option(help="Memory per container, e.g. 4g")] = None,
+    pids: Annotated[int | None, typer.Option(help="Process limit per container")] = None,
 ) -> None:
-    """Register a project made of one or more git repositories."""
+    """Register a project made of one or more git repositories (admins)."""
     body = {"name": name, "repos": repo, "dockerfile": dockerfile, "purge_on": purge_on, "grace": grace,
-            "key": key}
+            "key": key, "cpus": cpus, "memory": memory, "pids": pids}
     project = _client().call("POST", "/projects", json_body=body, timeout=300)
     out.print(f"Project {project['name']} ({project['key']}) with "
               + ", ".join(f"{r['name']}@{r['default_branch']}" for r in project["repos"]))

@@ -73,6 +73,19 @@ class DockerfileSummary(BaseModel):
     def base_images(self) -> list[str]:
         return [s.base_image for s in self.stages]
 
+    @property
+    def external_images(self) -> list[str]:
+        """Base images that come from outside the file (not an earlier stage, not scratch)."""
+        found: list[str] = []
+        names: set[str] = set()
+        for stage in self.stages:
+            base = stage.base_image
+            if base.lower() not in names and base.lower() != "scratch" and base not in found:
+                found.append(base)
+            if stage.name:
+                names.add(stage.name.lower())
+        return found
+
 
 class HealthCheck(BaseModel):
     test: list[str] = Field(description='Docker form: ["CMD", ...] or ["CMD-SHELL", "..."]')

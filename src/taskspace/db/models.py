@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -71,12 +72,51 @@ class Meta(Base):
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("oidc_issuer", "oidc_subject"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     email: Mapped[str | None] = mapped_column(String(254))
     display_name: Mapped[str | None] = mapped_column(String(200))
-    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    role: Mapped[str] = mapped_column(String(20), default="developer")
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    oidc_issuer: Mapped[str | None] = mapped_column(String(500))
+    oidc_subject: Mapped[str | None] = mapped_column(String(255))
+    disabled_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None]
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+class WebSession(Base):
+    """A signed-in browser. Only the SHA-256 of the cookie's value is stored."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    source: Mapped[str | None] = mapped_column(String(100))
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class AuditEvent(Base):
+    """Append-only record of every state-changing action: who, what, target, from where, result."""
+
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(100), index=True)
+    action: Mapped[str] = mapped_column(String(100), index=True)
+    target: Mapped[str | None] = mapped_column(String(300))
+    source: Mapped[str | None] = mapped_column(String(100))
+    result: Mapped[str] = mapped_column(String(40))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
 class ApiToken(Base):
@@ -104,7 +144,8 @@ class GitToken(Base):
     host: Mapped[str] = mapped_column(String(260))
     username: Mapped[str] = mapped_column(String(200))
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
-    key_id: Mapped[str] = mapped_column(String(32))
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    key_id: Mapped[str] = mapped_column(String(32), index=True)
     fingerprint: Mapped[str] = mapped_column(String(80))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
@@ -123,6 +164,9 @@ class Project(Base):
     purge_on_statuses: Mapped[list[Any]] = mapped_column(default=list)
     purge_grace_seconds: Mapped[int] = mapped_column(Integer, default=0)
     ticket_counter: Mapped[int] = mapped_column(Integer, default=0)
+    cpus: Mapped[float | None] = mapped_column(Float)
+    memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    pids_limit: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     repos: Mapped[list[Repo]] = relationship(
         back_populates="project", order_by="Repo.position", cascade="all, delete-orphan", lazy="selectin"

@@ -24,7 +24,7 @@ from taskspace.core.states import Desired, State
 from taskspace.db.engine import transaction
 from taskspace.db.models import Event, Orphan, Project, Ticket, Workspace, utcnow
 from taskspace.plugins.backends.base import OwnedResource
-from taskspace.services import leases, purge_policy
+from taskspace.services import leases, purge_policy, redaction
 from taskspace.services.lifecycle.driver import drive, next_phase
 from taskspace.services.runtime import Runtime
 
@@ -136,6 +136,7 @@ class Reconciler:
             except BackendError as exc:
                 log.warning("engine unreachable, skipping this pass: %s", exc.message)
                 observed = None
+            await redaction.refresh(self.rt)  # tokens added through other replicas
             rows = await self._load()
             report.workspaces = len(rows)
             running = {r.workspace_id for r in observed or [] if r.role == "workspace" and r.running}

@@ -12,6 +12,7 @@ from taskspace.services import demo, users
 from taskspace.services.runtime import Runtime
 
 ADMIN_TOKEN_FILE = "admin.token"
+INITIAL_PASSWORD_FILE = "initial-admin-password"
 
 
 @dataclass
@@ -19,6 +20,8 @@ class BootstrapReport:
     admin: str
     token_file: Path
     demo_seeded: bool
+    password_file: Path | None = None
+    password: str | None = None
 
 
 def admin_token_path(data_dir: Path) -> Path:
@@ -31,14 +34,23 @@ async def bootstrap(rt: Runtime, *, with_demo: bool, say: Callable[[str], None])
     false. Raises BackendError when the engine cannot be reached."""
     await rt.backend.list_owned()  # fails early, with a hint, when the engine is unreachable
     path = admin_token_path(rt.settings.data_dir)
+    password_file = None
     async with transaction(rt.sessions) as session:
-        admin = await users.ensure_admin(session=session)
+        admin, password = await users.ensure_admin(session=session)
+        if password is not None:
+            password_file = rt.settings.data_dir / INITIAL_PASSWORD_FILE
+            _write_private(password_file, password)
         if not path.exists():
-            token = await users.create_api_token(session=session, user=admin, name="local admin")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(token + "\n")
+            token, _ = await users.create_api_token(session=session, user=admin, name="local admin")
+            _write_private(path, token)
     seeded = False
     if with_demo:
         seeded = await demo.seed(rt, admin=admin, say=say) is not None
-    return BootstrapReport(admin=admin.username, token_file=path, demo_seeded=seeded)
+    return BootstrapReport(admin=admin.username, token_file=path, demo_seeded=seeded, password_file=password_file,
+                           password=password)
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text + "\n")

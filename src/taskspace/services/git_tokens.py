@@ -9,10 +9,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskspace.core.errors import Conflict, InvalidInput, NotFound
 from taskspace.core.naming import validate_token_name
+from taskspace.core.redaction import SecretRedactor
 from taskspace.core.repo_url import RepoUrl
 from taskspace.db.models import GitToken, User, utcnow
 from taskspace.gitops.runner import GitCredential
-from taskspace.services.vault import Vault, fingerprint
+from taskspace.services.vault import Sealed, Vault, fingerprint
 
 _HOST_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[0-9]{1,5})?$|^\[[0-9a-f:]+\](:[0-9]{1,5})?$")
 MAX_SECRET = 4096
@@ -34,7 +35,8 @@ def _check_text(value: str, what: str, limit: int) -> str:
 
 
 async def add(*, session: AsyncSession, vault: Vault, user: User, name: str, host: str,
-              secret: str, username: str | None = None) -> GitToken:
+              secret: str, username: str | None = None, redactor: SecretRedactor | None = None) -> GitToken:
+    """Store a token, sealed; from now on the log filter (``redactor``) hides its value."""
     validate_token_name(name)
     host = host.strip().lower()
     if not _HOST_RE.match(host):
@@ -47,11 +49,13 @@ async def add(*, session: AsyncSession, vault: Vault, user: User, name: str, hos
     if exists is not None:
         raise Conflict(f"You already have a token named {name!r}.",
                        hint="Choose another name, or remove the old token first.")
-    token = GitToken(user_id=user.id, name=name, host=host, username=username,
-                     ciphertext=vault.seal(secret, context=_context(user.id, name)),
-                     key_id=vault.key_id, fingerprint=fingerprint(secret))
+    sealed = vault.seal(secret, context=_context(user.id, name))
+    token = GitToken(user_id=user.id, name=name, host=host, username=username, ciphertext=sealed.ciphertext,
+                     wrapped_key=sealed.wrapped_key, key_id=sealed.key_id, fingerprint=fingerprint(secret))
     session.add(token)
     await session.flush()
+    if redactor is not None:
+        redactor.add(secret)
     return token
 
 
@@ -91,8 +95,21 @@ async def choose(*, session: AsyncSession, user: User, repo: RepoUrl, preferred:
 
 
 def credential(vault: Vault, token: GitToken) -> GitCredential:
-    secret = vault.open(token.ciphertext, key_id=token.key_id, context=_context(token.user_id, token.name))
-    return GitCredential(username=token.username, password=secret)
+    return GitCredential(username=token.username, password=vault.open(_sealed(token), context=_context(
+        token.user_id, token.name)))
+
+
+def _sealed(token: GitToken) -> Sealed:
+    return Sealed(ciphertext=token.ciphertext, wrapped_key=token.wrapped_key, key_id=token.key_id)
+
+
+def rewrap(vault: Vault, token: GitToken) -> bool:
+    """Re-wrap the token's data key under the vault's current key; False if it already is."""
+    if token.key_id == vault.key_id:
+        return False
+    sealed = vault.rewrap(_sealed(token), context=_context(token.user_id, token.name))
+    token.wrapped_key, token.key_id = sealed.wrapped_key, sealed.key_id
+    return True
 
 
 def mark_used(token: GitToken) -> None:

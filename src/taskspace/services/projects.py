@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from taskspace.core.errors import Conflict, GitError, InvalidInput, NotFound
 from taskspace.core.naming import REPO_NAME_RE, validate_project_key, validate_repo_name
 from taskspace.core.repo_url import RepoUrl, parse_repo_url
+from taskspace.core.roles import require_admin
+from taskspace.core.sizes import parse_size
 from taskspace.core.tickets import StatusCategory
 from taskspace.db.engine import transaction
 from taskspace.db.models import Project, Repo, User
@@ -40,6 +42,9 @@ class ProjectInput:
     purge_on_category: str | None = StatusCategory.DONE.value
     grace_seconds: float = 0
     tracker: str = "builtin"
+    cpus: float | None = None
+    memory: str | None = None
+    pids: int | None = None
 
 
 def derive_key(name: str) -> str:
@@ -95,15 +100,30 @@ def _validate(data: ProjectInput, rt: Runtime) -> tuple[str, list[RepoInput], li
             raise InvalidInput(f"{status!r} is not a status of the {data.tracker} tracker.",
                                hint=f"Statuses: {names}.", field="purge_on")
         statuses.append(canonical)
+    _limits(data)
     if data.purge_on_category is not None and data.purge_on_category not in set(StatusCategory):
         raise InvalidInput(f"{data.purge_on_category!r} is not a status category.",
                            hint="Use todo, in_progress or done.", field="purge_on_category")
     return key, repos, statuses
 
 
+def _limits(data: ProjectInput) -> int | None:
+    """Validated resource limits; returns the memory limit in bytes."""
+    if data.cpus is not None and not 0.1 <= data.cpus <= 512:
+        raise InvalidInput(f"{data.cpus} CPUs is out of range.", hint="Give 0.1 to 512.", field="cpus")
+    if data.pids is not None and not 64 <= data.pids <= 1_000_000:
+        raise InvalidInput(f"A limit of {data.pids} processes is out of range.", hint="Give 64 to 1000000.",
+                           field="pids")
+    memory = parse_size(data.memory, field="memory") if data.memory else None
+    if memory is not None and memory < 64 * 1024**2:
+        raise InvalidInput("A workspace needs at least 64 MiB of memory.", hint="Give e.g. 2g.", field="memory")
+    return memory
+
+
 async def create(rt: Runtime, *, user: User, data: ProjectInput) -> Project:
     """Validate, check every repository answers (with the caller's token for its host), then
-    store. Nothing is created when any check fails."""
+    store. Admins only. Nothing is created when any check fails."""
+    require_admin(user.role, "add projects")
     key, repos, statuses = _validate(data, rt)
     async with transaction(rt.sessions) as session:
         clash = await session.scalar(select(Project).where(or_(Project.name == data.name, Project.key == key)))
@@ -131,7 +151,8 @@ async def create(rt: Runtime, *, user: User, data: ProjectInput) -> Project:
         project = Project(
             key=key, name=data.name, tracker=data.tracker, dockerfile=data.dockerfile,
             purge_on_category=data.purge_on_category, purge_on_statuses=statuses,
-            purge_grace_seconds=int(data.grace_seconds),
+            purge_grace_seconds=int(data.grace_seconds), cpus=data.cpus, memory_bytes=_limits(data),
+            pids_limit=data.pids,
             repos=[Repo(name=r.name, url=r.url.url, default_branch=d, is_primary=i == 0, position=i)
                    for i, (r, d) in enumerate(zip(repos, defaults, strict=True))],
         )

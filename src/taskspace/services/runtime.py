@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from taskspace.core.redaction import SecretRedactor
 from taskspace.db import migrate
 from taskspace.db.engine import create_engine, create_sessionmaker, transaction
 from taskspace.db.models import Meta
@@ -16,7 +17,7 @@ from taskspace.gitops.mirrors import Mirrors
 from taskspace.plugins.backends.base import Backend
 from taskspace.plugins.registry import load_backend
 from taskspace.services.bus import Bus
-from taskspace.services.vault import Vault
+from taskspace.services.vault import Vault, new_key_line
 from taskspace.settings import Settings
 
 
@@ -31,6 +32,7 @@ class Runtime:
     vault: Vault
     installation: str
     bus: Bus = field(default_factory=Bus)
+    redactor: SecretRedactor = field(default_factory=SecretRedactor)
     #: Identifies this process as a lease holder: host name and pid.
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
@@ -51,8 +53,22 @@ async def installation_id(sessions: async_sessionmaker[AsyncSession]) -> str:
 def backend_config(settings: Settings, backend_cls: type[Backend]) -> dict[str, object]:
     if backend_cls.name == "docker":
         return {"base_url": settings.docker_host, "build_timeout": settings.build_timeout,
-                "build_network": settings.build_network}
+                "build_network": settings.build_network,
+                "registry_auth": {host: cred.model_dump() for host, cred in settings.registry_auth.items()}}
     return {}
+
+
+def open_vault(settings: Settings) -> Vault:
+    """The token vault: keys from TASKSPACE_SECRET_KEY, else the key file (made on first start)."""
+    if settings.secret_key is not None:
+        return Vault(text=settings.secret_key.get_secret_value())
+    path = settings.vault_key_file
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(new_key_line() + "\n")
+    return Vault(key_file=path)
 
 
 async def build_runtime(settings: Settings) -> Runtime:
@@ -64,7 +80,6 @@ async def build_runtime(settings: Settings) -> Runtime:
     installation = await installation_id(sessions)
     backend_cls = load_backend(settings.backend)
     config = backend_cls.config_model(**backend_config(settings, backend_cls))
-    assert settings.secret_key is not None
     return Runtime(
         settings=settings,
         engine=engine,
@@ -72,6 +87,6 @@ async def build_runtime(settings: Settings) -> Runtime:
         readers=create_sessionmaker(engine, readonly=True),
         backend=backend_cls(config, installation=installation),
         mirrors=Mirrors(settings.mirrors_dir),
-        vault=Vault(settings.secret_key.get_secret_value()),
+        vault=open_vault(settings),
         installation=installation,
     )

@@ -12,13 +12,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taskspace.core.errors import Conflict, InvalidInput, NotFound
+from taskspace.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from taskspace.core.naming import ticket_branch, validate_branch_name, validate_ticket_key
 from taskspace.core.repo_url import parse_repo_url
+from taskspace.core.roles import Access, check_workspace, may
 from taskspace.core.states import PREPARE_STEPS, Desired, State, Step
 from taskspace.core.tickets import StatusCategory
 from taskspace.core.workspace_scripts import STARTUP_LOG
@@ -153,12 +154,18 @@ async def _choose_repos(rt: Runtime, session: AsyncSession, user: User, project_
     return rows, choices
 
 
-async def find(*, session: AsyncSession, user: User, ref: str) -> Workspace:
-    """The caller's workspace for a ticket key (the active one, else the latest), or by id."""
+async def find(*, session: AsyncSession, user: User, ref: str, access: Access = Access.READ) -> Workspace:
+    """A workspace by ticket key — the caller's own (the active one, else the latest) — or by
+    id, anyone's, if the caller's role allows ``access`` (see ``core.roles``). A workspace the
+    caller may not see is reported as not found."""
     ref = ref.strip()
-    stmt = (select(Workspace).join(Ticket).where(Workspace.owner_id == user.id)
-            .where(or_(Ticket.key == ref.upper(), Workspace.id == ref.lower())))
-    rows = list(await session.scalars(stmt.order_by(Workspace.created_at.desc())))
+    by_id = await session.get(Workspace, ref.lower()) if len(ref) <= 32 else None
+    if by_id is not None:
+        check_workspace(user.role, access, owner=by_id.owner_id == user.id, what=ref)
+        return by_id
+    stmt = (select(Workspace).join(Ticket).where(Workspace.owner_id == user.id, Ticket.key == ref.upper())
+            .order_by(Workspace.created_at.desc()))
+    rows = list(await session.scalars(stmt))
     for ws in rows:
         if ws.state != State.PURGED.value:
             return ws
@@ -167,8 +174,16 @@ async def find(*, session: AsyncSession, user: User, ref: str) -> Workspace:
     raise NotFound(f"You have no workspace for {ref}.", hint=f"Launch one with 'taskspace ws launch {ref}'.")
 
 
-async def list_for(*, session: AsyncSession, user: User, include_purged: bool = False) -> list[Workspace]:
-    stmt = select(Workspace).where(Workspace.owner_id == user.id).order_by(Workspace.created_at.desc())
+async def list_for(*, session: AsyncSession, user: User, include_purged: bool = False,
+                   everyone: bool = False) -> list[Workspace]:
+    """The caller's workspaces; with ``everyone`` (reviewers and admins), all of them."""
+    stmt = select(Workspace).order_by(Workspace.created_at.desc())
+    if everyone:
+        if not may(user.role, Access.READ, owner=False):
+            raise Forbidden("Only reviewers and admins may list everyone's workspaces.",
+                            hint="Leave out the everyone option to list yours.")
+    else:
+        stmt = stmt.where(Workspace.owner_id == user.id)
     if not include_purged:
         stmt = stmt.where(Workspace.state != State.PURGED.value)
     return list(await session.scalars(stmt.limit(1000)))
@@ -189,7 +204,7 @@ async def request(rt: Runtime, *, user: User, ref: str, desired: Desired, discar
     """Ask for ``desired``. Bumps the version so that a step in flight drops its result and the
     reconciler drives the workspace again towards the new goal."""
     async with transaction(rt.sessions) as session:
-        ws = await find(session=session, user=user, ref=ref)
+        ws = await find(session=session, user=user, ref=ref, access=Access.CHANGE)
         state = State(ws.state)
         if state == State.PURGED:
             raise Conflict(f"The workspace for {ws.ticket.key} was purged.",

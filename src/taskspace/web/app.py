@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskspace import __version__
 from taskspace.core.errors import TaskspaceError
 from taskspace.reconciler.loop import Reconciler
-from taskspace.services.runtime import Runtime, build_runtime
+from taskspace.services import redaction
+from taskspace.services.runtime import Runtime, build_runtime, open_vault
 from taskspace.settings import Settings
-from taskspace.web.api import projects, system, tickets, tokens, workspaces
+from taskspace.web.api import projects, system, tickets, tokens, users, workspaces
+from taskspace.web.audit import AuditMiddleware
+from taskspace.web.ui import auth, pages
+from taskspace.web.ui.pages import SignInRequired, sign_in_redirect
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1024 * 1024
@@ -78,6 +87,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, run_reconc
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = runtime or await build_runtime(settings)
+        await redaction.refresh(rt)
+        rt.redactor.install()
         reconciler = Reconciler(rt)
         app.state.rt, app.state.reconciler = rt, reconciler
         if run_reconciler:
@@ -113,7 +124,25 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, run_reconc
             "code": "internal", "message": f"Internal error: {type(exc).__name__}.",
             "hint": "This is a bug in taskspace; the server log has the details."}})
 
-    for router in (system.router, projects.router, tokens.router, tickets.router, workspaces.router):
+    @app.exception_handler(SignInRequired)
+    async def _sign_in(request: Request, exc: SignInRequired) -> Response:
+        return sign_in_redirect(request, exc)
+
+    for router in (system.router, users.router, projects.router, tokens.router, tickets.router, workspaces.router):
         app.include_router(router, prefix="/api/v1")
+    app.include_router(auth.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=str(Path(pages.__file__).parent / "static")), name="static")
+    app.state.oauth = auth.oauth_client(settings)
+    # Holds only the OpenID Connect state and nonce between the redirect and the callback.
+    app.add_middleware(SessionMiddleware, secret_key=_state_cookie_key(settings), session_cookie="taskspace_oidc",
+                       max_age=600, same_site="lax", https_only=settings.secure_cookies)
+    app.add_middleware(AuditMiddleware)
     app.add_middleware(BodyLimit)
     return app
+
+
+def _state_cookie_key(settings: Settings) -> str:
+    """The same on every replica: derived from the vault's current key."""
+    ring = open_vault(settings).keyring
+    return hmac.new(ring.keys[ring.current], b"taskspace oidc state cookie", hashlib.sha256).hexdigest()

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from taskspace.core.environment import HealthCheck, MountSpec
 
@@ -33,6 +33,13 @@ LogSink = Callable[[str], None]
 
 class BackendConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class RegistryAuth(BaseModel):
+    """Service credentials for one container registry."""
+
+    username: str
+    password: SecretStr
 
 
 class ImageSpec(BaseModel):
@@ -233,6 +240,15 @@ class SupportsFileRead(ABC):
 
     @abstractmethod
     async def read_file(self, workspace_id: str, path: str) -> bytes | None: ...
+
+
+class ChecksImages(ABC):
+    """Capability: tell, before anything is created, whether an image can be had."""
+
+    @abstractmethod
+    async def image_problem(self, ref: str) -> str | None:
+        """None when the engine has ``ref`` or its registry serves the manifest (with the
+        configured credentials); else the reason in plain words."""
 
 
 class SupportsLocalBaseImage(ABC):

@@ -49,6 +49,9 @@ class WebhookDelivery(BaseModel):
     delivery_id: str = Field(description="Unique per delivery; a repeated id is ignored")
     tickets: list[TicketData] = Field(default_factory=list, description="Tickets as they are now")
     deleted: list[str] = Field(default_factory=list, description="Keys of tickets deleted in the tracker")
+    refetch: list[str] = Field(default_factory=list,
+                               description="Keys of tickets that changed but whose new state the delivery does "
+                                           "not carry: fetch them (SupportsFetch) or wait for the next sync")
 
 
 class Tracker(ABC):
@@ -74,7 +77,7 @@ class Tracker(ABC):
         following every page. Waits out rate limits within a bounded budget (Retry-After);
         raises TrackerUnavailable when the tracker cannot answer."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections. Called when the platform is done with this instance."""
 
 
@@ -88,10 +91,14 @@ class SupportsWebhooks(ABC):
     webhook_name: ClassVar[str]
 
     @abstractmethod
-    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookDelivery:
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes,
+                      query: Mapping[str, str] | None = None) -> WebhookDelivery:
         """Verify the delivery (shared secret or HMAC signature, compared in constant time) and
         say what it changes. Raises WebhookRejected when verification fails, and InvalidInput
-        when the body is not a delivery this tracker sends."""
+        when the body is not a delivery this tracker sends.
+
+        ``query`` is the delivery URL's query string: trackers that cannot sign (Jira Data
+        Center before 10) carry the shared secret there."""
 
 
 class SupportsFetch(ABC):

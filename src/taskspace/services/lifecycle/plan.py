@@ -38,6 +38,12 @@ class ImagePlan(BaseModel):
     repo: str = Field(description="Repository holding the build context")
     commit: str
     context_tree: str | None = None
+    bases: list[str] = Field(default_factory=list, description="Images the build starts FROM")
+
+    @property
+    def needed(self) -> list[str]:
+        """Images that must come from the engine or a registry."""
+        return self.bases if self.build else [self.ref]
 
 
 class ServicePlan(BaseModel):
@@ -112,7 +118,8 @@ def scoped_volume(project_key: str, source: str) -> str:
 
 
 def workspace_spec(plan: Plan, *, workspace_id: str, installation: str, project_key: str, ticket: str,
-                   branch: str, network: str, hosts: dict[str, str], pids_limit: int,
+                   branch: str, network: str, hosts: dict[str, str], pids_limit: int | None,
+                   cpus: float | None = None, memory_bytes: int | None = None,
                    services: list[ServiceRuntime] | None = None) -> WorkspaceSpec:
     env_config = plan.environment
     mounts = [m.model_copy(update={"source": scoped_volume(project_key, m.source)})
@@ -131,6 +138,8 @@ def workspace_spec(plan: Plan, *, workspace_id: str, installation: str, project_
         mounts=mounts,
         services=services or [],
         pids_limit=pids_limit,
+        cpus=cpus,
+        memory_bytes=memory_bytes,
     )
 
 

@@ -25,6 +25,7 @@ from taskspace.core.errors import GitError, InvalidInput, TaskspaceError
 from taskspace.core.repo_url import parse_repo_url
 from taskspace.core.services_spec import parse_services
 from taskspace.gitops.runner import GitCredential
+from taskspace.plugins.backends.base import ChecksImages
 from taskspace.services.lifecycle import plan as plans
 from taskspace.services.lifecycle.plan import ImagePlan, Plan, ServicePlan
 from taskspace.services.runtime import Runtime
@@ -149,7 +150,8 @@ async def _image_plan(rt: Runtime, inp: PreflightInput, decision: RepoDecision, 
     key = await _context_key(rt, decision, build, tree) if summary.uses_context else "unused"
     tag = plans.image_tag(inp.project_key, dockerfile=build.dockerfile, dockerfile_text=text.encode(),
                           context_tree=key, build=build, role=role)
-    return ImagePlan(ref=tag, build=build, repo=decision.name, commit=decision.base_sha, context_tree=key), summary
+    return ImagePlan(ref=tag, build=build, repo=decision.name, commit=decision.base_sha, context_tree=key,
+                     bases=summary.external_images), summary
 
 
 async def _context_key(rt: Runtime, decision: RepoDecision, build: DockerBuild, tree: str) -> str:
@@ -233,4 +235,20 @@ async def run_preflight(rt: Runtime, inp: PreflightInput) -> PreflightResult:
         raise _combine(problems)
     decisions = {d.name: d for d in results if isinstance(d, RepoDecision)}
     plan, summary = await _plan(rt, inp, decisions)
+    await _check_images(rt, plan)
     return PreflightResult(plan=plan, summary=summary, decisions=decisions, seconds=time.monotonic() - started)
+
+
+async def _check_images(rt: Runtime, plan: Plan) -> None:
+    """Every image the environment needs is on the engine or served by its registry."""
+    if not isinstance(rt.backend, ChecksImages):
+        return
+    refs = list(dict.fromkeys(ref for image in [plan.image, *(s.image for s in plan.services)]
+                              for ref in image.needed))
+    answers = await asyncio.gather(*(rt.backend.image_problem(ref) for ref in refs))
+    problems = [InvalidInput(f"Image `{ref}` is not on the engine and its registry does not serve it ({why}).",
+                             hint="Fix the image name, build it on the engine, or set the registry's "
+                                  "credentials (TASKSPACE_REGISTRY_AUTH).")
+                for ref, why in zip(refs, answers, strict=True) if why]
+    if problems:
+        raise _combine(problems)

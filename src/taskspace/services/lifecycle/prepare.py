@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from taskspace.core.errors import BackendError, GitError, InvalidInput, TaskspaceError
+from taskspace.core.sizes import parse_size
 from taskspace.core.states import Step
 from taskspace.core.workspace_scripts import (
     IDENTITY_SCRIPT,
@@ -40,12 +41,17 @@ def plan_of(snap: Snapshot) -> Plan | None:
 
 
 def spec_for(rt: Runtime, snap: Snapshot, plan: Plan, **extra: Any) -> WorkspaceSpec:
-    network = rt.settings.workspace_network
+    """The backend spec of a workspace; resource limits from the project, else the defaults."""
+    settings, project = rt.settings, snap.project
+    network = settings.workspace_network
     hosts = {s.decl.name: rt.backend.service_host(network, snap.id, s.decl.name) for s in plan.services}
+    default_memory = parse_size(settings.workspace_memory) if settings.workspace_memory else None
     return plans.workspace_spec(plan, workspace_id=snap.id, installation=rt.installation,
-                                project_key=snap.project.key, ticket=snap.ticket.key, branch=snap.ws.branch,
-                                network=network, hosts=hosts, pids_limit=rt.settings.workspace_pids_limit,
-                                **extra)
+                                project_key=project.key, ticket=snap.ticket.key, branch=snap.ws.branch,
+                                network=network, hosts=hosts,
+                                pids_limit=project.pids_limit or settings.workspace_pids_limit,
+                                cpus=project.cpus or settings.workspace_cpus,
+                                memory_bytes=project.memory_bytes or default_memory, **extra)
 
 
 # Preflight -----------------------------------------------------------------------------------
@@ -152,6 +158,8 @@ async def _build(rt: Runtime, plan: Plan, image: ImagePlan, log: BuildLog) -> No
     mirror = Path(plan.mirrors[image.repo])
     tmp_root = rt.settings.data_dir / "tmp"
     tmp_root.mkdir(exist_ok=True)
+    for base in image.bases:  # with the configured registry credentials, which builds do not use
+        await rt.backend.pull_image(base, log)
     tmp = Path(tempfile.mkdtemp(prefix="build-", dir=tmp_root))
     try:
         context = tmp / "context"

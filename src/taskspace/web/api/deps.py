@@ -1,18 +1,29 @@
-"""Dependencies shared by the routers: the runtime, a session, the calling user."""
+"""Dependencies shared by the routers: the runtime, sessions, the calling user.
+
+A caller is authenticated by an API token (``Authorization: Bearer``) or by the browser
+session cookie. A state-changing request authenticated by the cookie must carry the session's
+CSRF token (header ``X-CSRF-Token`` or form field ``csrf_token``): another site can make the
+browser send the cookie, but cannot read the token.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from taskspace.core.errors import Forbidden, Unauthorized
 from taskspace.db.engine import transaction
-from taskspace.db.models import User
+from taskspace.db.models import User, WebSession
 from taskspace.reconciler.loop import Reconciler
 from taskspace.services import users
 from taskspace.services.runtime import Runtime
+
+SESSION_COOKIE = "taskspace_session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -35,15 +46,52 @@ async def get_reader(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def _bearer(request: Request) -> str | None:
+def bearer(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
 
 
+async def browser_session(request: Request) -> WebSession | None:
+    """The live session of the request's cookie (cached on the request), or None."""
+    if not hasattr(request.state, "web_session"):
+        rt: Runtime = request.app.state.rt
+        cookie = request.cookies.get(SESSION_COOKIE)
+        web = None
+        if cookie:
+            async with transaction(rt.sessions) as session:
+                web = await users.resume_session(session=session, cookie=cookie,
+                                                 lifetime=timedelta(hours=rt.settings.session_hours))
+        request.state.web_session = web
+    return request.state.web_session
+
+
+async def _csrf_token_of(request: Request) -> str | None:
+    token = request.headers.get("x-csrf-token")
+    if token is None and request.headers.get("content-type", "").startswith(
+            ("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        value = form.get("csrf_token")
+        token = value if isinstance(value, str) else None
+    return token
+
+
 async def get_user(request: Request) -> User:
-    async with transaction(request.app.state.rt.sessions) as session:
-        return await users.authenticate(session=session, token=_bearer(request))
+    rt: Runtime = request.app.state.rt
+    token = bearer(request)
+    if token is not None:
+        async with transaction(rt.sessions) as session:
+            user = await users.authenticate(session=session, token=token)
+    else:
+        web = await browser_session(request)
+        if web is None:
+            raise Unauthorized("You are not signed in.", hint="Sign in at /login, or send an API token.")
+        if request.method not in SAFE_METHODS and not users.csrf_matches(web, await _csrf_token_of(request)):
+            raise Forbidden("This form is out of date or did not come from taskspace.",
+                            hint="Reload the page and try again.")
+        user = web.user
+    request.state.user = user
+    return user
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

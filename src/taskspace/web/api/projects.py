@@ -15,7 +15,8 @@ async def create_project(body: ProjectIn, rt: RuntimeDep, user: UserDep) -> Proj
     """Register a project. Every repository must answer (with your token for its host)."""
     data = projects.ProjectInput(name=body.name, repos=body.repos, key=body.key, dockerfile=body.dockerfile,
                                  purge_on=body.purge_on, purge_on_category=body.purge_on_category,
-                                 grace_seconds=parse_duration(body.grace, field="grace"))
+                                 grace_seconds=parse_duration(body.grace, field="grace"), cpus=body.cpus,
+                                 memory=body.memory, pids=body.pids)
     return ProjectOut.of(await projects.create(rt, user=user, data=data))
 
 

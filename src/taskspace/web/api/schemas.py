@@ -38,6 +38,10 @@ class ProjectIn(Body):
                                        max_length=20)
     purge_on_category: str | None = Field("done", description="Status category that ends a workspace (null: none)")
     grace: str = Field("0", description="Grace period before a purge, e.g. 24h", max_length=20)
+    cpus: float | None = Field(None, description="CPUs per container (default: the server's)")
+    memory: str | None = Field(None, description="Memory per container, e.g. 4g (default: the server's)",
+                               max_length=20)
+    pids: int | None = Field(None, description="Process limit per container (default: the server's)")
 
 
 class RepoOut(BaseModel):
@@ -55,13 +59,17 @@ class ProjectOut(BaseModel):
     purge_on_category: str | None
     purge_on_statuses: list[str]
     purge_grace_seconds: int
+    cpus: float | None
+    memory_bytes: int | None
+    pids_limit: int | None
     repos: list[RepoOut]
 
     @classmethod
     def of(cls, p: Project) -> ProjectOut:
         return cls(key=p.key, name=p.name, tracker=p.tracker, dockerfile=p.dockerfile,
                    purge_on_category=p.purge_on_category, purge_on_statuses=list(p.purge_on_statuses or []),
-                   purge_grace_seconds=p.purge_grace_seconds,
+                   purge_grace_seconds=p.purge_grace_seconds, cpus=p.cpus, memory_bytes=p.memory_bytes,
+                   pids_limit=p.pids_limit,
                    repos=[RepoOut(name=r.name, url=r.url, default_branch=r.default_branch, primary=r.is_primary)
                           for r in p.repos])
 
@@ -239,4 +247,60 @@ class UserOut(BaseModel):
     username: str
     display_name: str | None
     email: str | None
-    is_admin: bool
+    role: str
+
+
+class UserIn(Body):
+    username: str = Field(max_length=64)
+    role: str = Field("developer", description="developer, reviewer or admin")
+    password: SecretStr | None = Field(None, description="For a local account; leave out for single sign-on")
+    email: str | None = Field(None, max_length=254)
+    display_name: str | None = Field(None, max_length=200)
+
+
+class UserPatch(Body):
+    role: str | None = Field(None, description="developer, reviewer or admin")
+    disabled: bool | None = None
+    password: SecretStr | None = None
+
+
+class AdminUserOut(BaseModel):
+    username: str
+    role: str
+    email: str | None
+    display_name: str | None
+    sso: bool
+    disabled: bool
+    created_at: datetime
+    last_login_at: datetime | None
+
+
+class ApiTokenIn(Body):
+    name: str = Field(max_length=64)
+
+
+class ApiTokenOut(BaseModel):
+    id: int
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class ApiTokenCreated(ApiTokenOut):
+    token: str = Field(description="Shown this once; store it now")
+
+
+class PasswordChangeIn(Body):
+    current: SecretStr
+    new: SecretStr
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str | None
+    source: str | None
+    result: str
+    status_code: int | None

@@ -4,8 +4,9 @@ from fastapi import APIRouter
 
 from taskspace import __version__
 from taskspace.core.errors import Conflict
+from taskspace.core.roles import require_admin
 from taskspace.web.api.deps import ReconcilerDep, RuntimeDep, UserDep
-from taskspace.web.api.schemas import ReconcileOut, UserOut
+from taskspace.web.api.schemas import ReconcileOut
 
 router = APIRouter(tags=["system"])
 
@@ -16,15 +17,10 @@ async def health(rt: RuntimeDep) -> dict[str, str]:
     return {"status": "ok", "version": __version__, "installation": rt.installation}
 
 
-@router.get("/me", response_model=UserOut)
-async def me(user: UserDep) -> UserOut:
-    return UserOut(username=user.username, display_name=user.display_name, email=user.email,
-                   is_admin=user.is_admin)
-
-
 @router.post("/reconcile", response_model=ReconcileOut)
 async def reconcile(user: UserDep, reconciler: ReconcilerDep) -> ReconcileOut:
-    """Run one reconcile pass now and wait for the work it starts."""
+    """Run one reconcile pass now and wait for the work it starts (admins)."""
+    require_admin(user.role, "run the reconciler")
     if not await reconciler.lead():
         raise Conflict("Another server holds the reconciler lease.", hint="Run this against that server.")
     report = await reconciler.run_pass(wait=True)

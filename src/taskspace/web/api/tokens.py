@@ -13,7 +13,8 @@ router = APIRouter(prefix="/tokens", tags=["git tokens"])
 async def add_token(body: GitTokenIn, rt: RuntimeDep, session: SessionDep, user: UserDep) -> GitTokenOut:
     """Store a git token, encrypted. It is never returned; its fingerprint identifies it."""
     token = await git_tokens.add(session=session, vault=rt.vault, user=user, name=body.name, host=body.host,
-                                 username=body.username, secret=body.secret.get_secret_value())
+                                 username=body.username, secret=body.secret.get_secret_value(),
+                                 redactor=rt.redactor)
     return GitTokenOut.of(token)
 
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from taskspace.core.errors import TaskspaceError
+from taskspace.core.roles import Access
 from taskspace.core.states import Desired
 from taskspace.services import workspaces
 from taskspace.web.api.deps import ReaderDep, RuntimeDep, UserDep
@@ -38,8 +39,10 @@ async def launch(body: LaunchIn, rt: RuntimeDep, user: UserDep, response: Respon
 
 @router.get("", response_model=list[WorkspaceOut])
 async def list_workspaces(rt: RuntimeDep, session: ReaderDep, user: UserDep,
-                          all: bool = Query(False, description="Include purged workspaces")) -> list[WorkspaceOut]:
-    found = await workspaces.list_for(session=session, user=user, include_purged=all)
+                          all: bool = Query(False, description="Include purged workspaces"),
+                          everyone: bool = Query(False, description="Everyone's, not just yours "
+                                                 "(reviewers and admins)")) -> list[WorkspaceOut]:
+    found = await workspaces.list_for(session=session, user=user, include_purged=all, everyone=everyone)
     return [WorkspaceOut.of(w, rt.settings.base_url) for w in found]
 
 
@@ -105,7 +108,7 @@ async def build_log(ref: str, rt: RuntimeDep, session: ReaderDep, user: UserDep)
 async def exec_command(ref: str, body: ExecIn, rt: RuntimeDep, user: UserDep) -> StreamingResponse:
     """Run a command in the workspace and stream its output as it comes."""
     async with rt.readers() as session:
-        ws = await workspaces.find(session=session, user=user, ref=ref)
+        ws = await workspaces.find(session=session, user=user, ref=ref, access=Access.ENTER)
     stream = workspaces.exec_stream(rt, ws, body.argv)
     first = await anext(stream)  # errors before the first byte still become a JSON error response
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 12:35:02.079390
+Create Date: 2026-11-21 13:13:47.628681
 """
 
 import sqlalchemy as sa
@@ -15,6 +15,23 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table('audit_events',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('actor', sa.String(length=100), nullable=False),
+    sa.Column('action', sa.String(length=100), nullable=False),
+    sa.Column('target', sa.String(length=300), nullable=True),
+    sa.Column('source', sa.String(length=100), nullable=True),
+    sa.Column('result', sa.String(length=40), nullable=False),
+    sa.Column('status_code', sa.Integer(), nullable=True),
+    sa.Column('detail', sa.JSON(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_events'))
+    )
+    with op.batch_alter_table('audit_events', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_audit_events_action'), ['action'], unique=False)
+        batch_op.create_index(batch_op.f('ix_audit_events_actor'), ['actor'], unique=False)
+        batch_op.create_index(batch_op.f('ix_audit_events_at'), ['at'], unique=False)
+
     op.create_table('leases',
     sa.Column('name', sa.String(length=64), nullable=False),
     sa.Column('holder', sa.String(length=200), nullable=False),
@@ -43,6 +60,9 @@ def upgrade() -> None:
     sa.Column('purge_on_statuses', sa.JSON(), nullable=False),
     sa.Column('purge_grace_seconds', sa.Integer(), nullable=False),
     sa.Column('ticket_counter', sa.Integer(), nullable=False),
+    sa.Column('cpus', sa.Float(), nullable=True),
+    sa.Column('memory_bytes', sa.BigInteger(), nullable=True),
+    sa.Column('pids_limit', sa.Integer(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_projects')),
     sa.UniqueConstraint('key', name=op.f('uq_projects_key')),
@@ -53,9 +73,15 @@ def upgrade() -> None:
     sa.Column('username', sa.String(length=64), nullable=False),
     sa.Column('email', sa.String(length=254), nullable=True),
     sa.Column('display_name', sa.String(length=200), nullable=True),
-    sa.Column('is_admin', sa.Boolean(), nullable=False),
+    sa.Column('role', sa.String(length=20), nullable=False),
+    sa.Column('password_hash', sa.String(length=200), nullable=True),
+    sa.Column('oidc_issuer', sa.String(length=500), nullable=True),
+    sa.Column('oidc_subject', sa.String(length=255), nullable=True),
+    sa.Column('disabled_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('last_login_at', sa.DateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_users')),
+    sa.UniqueConstraint('oidc_issuer', 'oidc_subject', name=op.f('uq_users_oidc_issuer')),
     sa.UniqueConstraint('username', name=op.f('uq_users_username'))
     )
     op.create_table('api_tokens',
@@ -91,6 +117,7 @@ def upgrade() -> None:
     sa.Column('host', sa.String(length=260), nullable=False),
     sa.Column('username', sa.String(length=200), nullable=False),
     sa.Column('ciphertext', sa.LargeBinary(), nullable=False),
+    sa.Column('wrapped_key', sa.LargeBinary(), nullable=False),
     sa.Column('key_id', sa.String(length=32), nullable=False),
     sa.Column('fingerprint', sa.String(length=80), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
@@ -100,6 +127,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('user_id', 'name', name=op.f('uq_git_tokens_user_id'))
     )
     with op.batch_alter_table('git_tokens', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_git_tokens_key_id'), ['key_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_git_tokens_user_id'), ['user_id'], unique=False)
 
     op.create_table('repos',
@@ -138,6 +166,20 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_tickets_assignee'), ['assignee'], unique=False)
         batch_op.create_index(batch_op.f('ix_tickets_project_id'), ['project_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_tickets_status_category'), ['status_category'], unique=False)
+
+    op.create_table('web_sessions',
+    sa.Column('id', sa.String(length=64), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('csrf_token', sa.String(length=64), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('last_seen_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('source', sa.String(length=100), nullable=True),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_web_sessions_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_web_sessions'))
+    )
+    with op.batch_alter_table('web_sessions', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_web_sessions_user_id'), ['user_id'], unique=False)
 
     op.create_table('workspaces',
     sa.Column('id', sa.String(length=32), nullable=False),
@@ -240,6 +282,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_workspaces_owner_id'))
 
     op.drop_table('workspaces')
+    with op.batch_alter_table('web_sessions', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_web_sessions_user_id'))
+
+    op.drop_table('web_sessions')
     with op.batch_alter_table('tickets', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_tickets_status_category'))
         batch_op.drop_index(batch_op.f('ix_tickets_project_id'))
@@ -252,6 +298,7 @@ def downgrade() -> None:
     op.drop_table('repos')
     with op.batch_alter_table('git_tokens', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_git_tokens_user_id'))
+        batch_op.drop_index(batch_op.f('ix_git_tokens_key_id'))
 
     op.drop_table('git_tokens')
     op.drop_table('builds')
@@ -264,3 +311,9 @@ def downgrade() -> None:
     op.drop_table('orphans')
     op.drop_table('meta')
     op.drop_table('leases')
+    with op.batch_alter_table('audit_events', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_audit_events_at'))
+        batch_op.drop_index(batch_op.f('ix_audit_events_actor'))
+        batch_op.drop_index(batch_op.f('ix_audit_events_action'))
+
+    op.drop_table('audit_events')

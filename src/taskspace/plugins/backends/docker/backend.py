@@ -14,7 +14,9 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import docker
+import docker.auth
 import docker.errors
+import docker.utils
 from docker.models.containers import Container
 from pydantic import Field
 
@@ -25,11 +27,13 @@ from taskspace.plugins.backends.base import (
     LABEL_WORKSPACE,
     Backend,
     BackendConfig,
+    ChecksImages,
     ExecChunk,
     ExecResult,
     ImageSpec,
     LogSink,
     OwnedResource,
+    RegistryAuth,
     ResourceStats,
     ServiceRuntime,
     SupportsFileRead,
@@ -50,6 +54,8 @@ class DockerBackendConfig(BackendConfig):
     build_timeout: float = Field(1800, description="Seconds an image build may take.")
     stop_timeout: int = Field(10, description="Seconds a container gets to stop before it is killed.")
     build_network: str | None = Field(None, description="Network mode of RUN steps; default: the engine's.")
+    registry_auth: dict[str, RegistryAuth] = Field(default_factory=dict, description="Registry host → "
+                                                   "credentials for pulls and manifest checks")
 
 
 def _engine_unreachable(exc: Exception) -> BackendError:
@@ -65,7 +71,7 @@ def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00")
 
 
-class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseImage):
+class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseImage, ChecksImages):
     name = "docker"
     config_model = DockerBackendConfig
     config: DockerBackendConfig
@@ -165,14 +171,33 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
         finally:
             client.close()
 
+    def _auth_for(self, ref: str) -> dict[str, str] | None:
+        registry, _ = docker.auth.resolve_repository_name(docker.utils.parse_repository_tag(ref)[0])
+        auth = self.config.registry_auth.get(registry) or self.config.registry_auth.get(
+            "docker.io" if registry == docker.auth.INDEX_NAME else registry)
+        return {"username": auth.username, "password": auth.password.get_secret_value()} if auth else None
+
+    async def image_problem(self, ref: str) -> str | None:
+        if await self.has_image(ref):
+            return None
+
+        def check() -> str | None:
+            try:
+                self._docker().api.inspect_distribution(ref, auth_config=self._auth_for(ref))
+                return None
+            except docker.errors.APIError as exc:
+                return str(exc.explanation or exc).strip()
+        return await self._run(check)
+
     async def pull_image(self, ref: str, log: LogSink) -> None:
         if await self.has_image(ref):
             return
 
         def pull() -> None:
-            repo, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
+            repo, tag = docker.utils.parse_repository_tag(ref)
             try:
-                for item in self._docker().api.pull(repo, tag=tag, stream=True, decode=True):
+                for item in self._docker().api.pull(repo, tag=tag or "latest", stream=True, decode=True,
+                                                    auth_config=self._auth_for(ref)):
                     if "status" in item:
                         log(f"{item.get('id', '')} {item['status']}".strip())
             except docker.errors.APIError as exc:

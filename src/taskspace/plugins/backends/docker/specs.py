@@ -102,11 +102,16 @@ def workspace_container_kwargs(spec: WorkspaceSpec) -> dict[str, Any]:
         kwargs["hostname"] = spec.hostname
     if spec.user:
         kwargs["user"] = spec.user
+    return kwargs | _limits(spec)
+
+
+def _limits(spec: WorkspaceSpec) -> dict[str, Any]:
+    limits: dict[str, Any] = {}
     if spec.cpus:
-        kwargs["nano_cpus"] = int(spec.cpus * NANO)
+        limits["nano_cpus"] = int(spec.cpus * NANO)
     if spec.memory_bytes:
-        kwargs["mem_limit"] = spec.memory_bytes
-    return kwargs
+        limits["mem_limit"] = spec.memory_bytes
+    return limits
 
 
 def healthcheck(check: HealthCheck) -> Healthcheck:
@@ -130,6 +135,7 @@ def service_container_kwargs(spec: WorkspaceSpec, service: ServiceRuntime) -> di
         "init": True,
         "privileged": False,
         "pids_limit": spec.pids_limit,
+        **_limits(spec),
         **_network_kwargs(spec, service.name),
     }
     if service.command:
