@@ -55,7 +55,7 @@ def test_a_bad_repository_url_is_refused_and_creates_no_project(stack: Stack, ur
 
 def test_an_unreachable_repository_is_refused_with_the_reason(stack: Stack) -> None:
     response = stack.api("POST", "/projects", json={"name": "ghost", "repos": [stack.git.url("does-not-exist")]})
-    assert response.status_code == 502
+    assert response.status_code == 422, "the remote answered: the input is wrong, not the server"
     assert "was not found" in response.json()["error"]["message"]
     assert "ghost" not in _projects(stack)
 

@@ -87,8 +87,17 @@ async def run_git(
     secret = credential.password if credential else None
     result = GitResult(proc.returncode or 0, out, redact(err.decode(errors="replace"), secret))
     if check and result.returncode != 0:
-        raise GitError(f"git {args[0]} failed: {explain(result.stderr)}", hint=hint_for(result.stderr))
+        error = GitError(f"git {args[0]} failed: {explain(result.stderr)}", hint=hint_for(result.stderr))
+        if refused_by_remote(result.stderr):
+            error.status_code = 422  # the input (URL, token, branch) is what is wrong, not this server
+        raise error
     return result
+
+
+def refused_by_remote(stderr: str) -> bool:
+    """Whether the remote answered no (credentials, access, no such repository or host), as
+    opposed to not answering at all (connection, TLS, timeouts: upstream trouble)."""
+    return any(pattern.search(stderr) for pattern, _ in _REASONS[:5])
 
 
 _REASONS = [

@@ -139,7 +139,9 @@ async def create(rt: Runtime, *, user: User, data: ProjectInput) -> Project:
         try:
             heads = await rt.mirrors.ls_remote(repo.url, cred)  # type: ignore[arg-type]
         except GitError as exc:
-            raise GitError(f"Cannot read {repo.url.url}: {exc.message}", hint=exc.hint) from None
+            error = GitError(f"Cannot read {repo.url.url}: {exc.message}", hint=exc.hint)
+            error.status_code = exc.status_code
+            raise error from None
         if not heads.branches:
             raise InvalidInput(f"{repo.url.url} has no branches yet.",
                                hint="Push a first commit, then add the project.", field="repos")

@@ -98,10 +98,13 @@ async def _check_repo(rt: Runtime, inp: PreflightInput, repo: RepoChoice) -> Rep
     except GitError as exc:
         reason = exc.message.removeprefix("git fetch failed: ")
         if repo.token_name:
-            raise GitError(f"You don't have access to `{repo.url}` with token `{repo.token_name}` ({reason}).",
-                           hint="Ask for access or choose another token.") from None
-        raise GitError(f"You don't have access to `{repo.url}` without a token ({reason}).",
-                       hint="Add a token for this host with 'taskspace token add', or ask for access.") from None
+            error = GitError(f"You don't have access to `{repo.url}` with token `{repo.token_name}` ({reason}).",
+                             hint="Ask for access or choose another token.")
+        else:
+            error = GitError(f"You don't have access to `{repo.url}` without a token ({reason}).",
+                             hint="Add a token for this host with 'taskspace token add', or ask for access.")
+        error.status_code = exc.status_code
+        raise error from None
     branches = await rt.mirrors.branches(mirror)
     source = repo.source_branch or repo.default_branch or next(iter(sorted(branches)), "main")
     target = repo.target_branch or source

@@ -1,0 +1,1 @@
+"""Contract tests of the tracker plugins against documented payloads (see conftest)."""
