@@ -119,13 +119,14 @@ def up(host: Annotated[str | None, typer.Option(help="Address to listen on")] = 
         report = asyncio.run(prepare())
     except TaskspaceError as exc:
         raise CliError(exc.message, exc.hint) from None
-    err.print(f"[bold]taskspace[/] on {settings.base_url}  (API reference: {settings.base_url}/docs)")
-    err.print(f"Admin token for the CLI and API: {report.token_file}")
+    say = lambda text: err.print(text, soft_wrap=True)  # noqa: E731 - paths must stay on one line
+    say(f"[bold]taskspace[/] on {settings.base_url}  (API reference: {settings.base_url}/docs)")
+    say(f"Admin token for the CLI and API: {report.token_file}")
     if report.password:
-        err.print(f"Sign in at {settings.base_url}/login as [bold]{report.admin}[/] with password "
-                  f"[bold]{report.password}[/] (also in {report.password_file}; change it on your profile).")
+        say(f"Sign in at {settings.base_url}/login as [bold]{report.admin}[/] with password "
+            f"[bold]{report.password}[/] (also in {report.password_file}; change it on your profile).")
     if report.demo_seeded:
-        err.print("Try: taskspace ticket list   then   taskspace ws launch DEMO-1 --wait")
+        say("Try: taskspace ticket list   then   taskspace ws launch DEMO-1 --wait")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
 
 

@@ -19,7 +19,8 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from authlib.jose import JsonWebKey, jwt
+from joserfc import jwt
+from joserfc.jwk import RSAKey
 
 
 @dataclass
@@ -42,7 +43,7 @@ class OidcProvider:
     host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
-        self.key = JsonWebKey.generate_key("RSA", 2048, is_private=True, options={"kid": secrets.token_hex(4)})
+        self.key = RSAKey.generate_key(2048, parameters={"kid": secrets.token_hex(4)})
         self.signing_key = self.key  # a test swaps this to sign with a key the JWKS does not publish
         self._grants: dict[str, _Grant] = {}
         self._server: ThreadingHTTPServer | None = None
@@ -110,7 +111,7 @@ class OidcProvider:
                 "scopes_supported": ["openid", "email", "profile"],
             })
         elif url.path == "/jwks":
-            self._json(handler, 200, {"keys": [self.key.as_dict(is_private=False)]})
+            self._json(handler, 200, {"keys": [self.key.as_dict(private=False)]})
         elif url.path == "/authorize":
             self._authorize(handler, {k: v[0] for k, v in parse_qs(url.query).items()})
         else:
@@ -160,7 +161,6 @@ class OidcProvider:
         claims = {"iss": self.issuer, "aud": self.client_id, "iat": now, "exp": now + 300, **grant.claims}
         if grant.nonce:
             claims["nonce"] = grant.nonce
-        header = {"alg": "RS256", "kid": self.signing_key.as_dict()["kid"]}
-        id_token = jwt.encode(header, claims, self.signing_key).decode()
+        id_token = jwt.encode({"alg": "RS256", "kid": self.signing_key.kid}, claims, self.signing_key)
         self._json(handler, 200, {"access_token": secrets.token_urlsafe(16), "token_type": "Bearer",
                                   "expires_in": 300, "id_token": id_token})

@@ -170,7 +170,9 @@ class ReplayServer:
             self._requests.clear()
 
     def start(self) -> Self:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="replay-server", daemon=True)
+        # A short poll interval lets stop() return at once instead of after up to half a second.
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name="replay-server", daemon=True)
         self._thread.start()
         return self
 

@@ -11,6 +11,7 @@ from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.starlette_client import OAuth
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
+from joserfc.errors import JoseError
 
 from taskspace.core.errors import TaskspaceError, Unauthorized
 from taskspace.db.engine import transaction
@@ -138,9 +139,13 @@ async def oidc_callback(request: Request) -> Response:
         async with transaction(rt.sessions) as session:
             user = await users.login_oidc(session=session, issuer=issuer, claims=claims,
                                           mapping=_mapping(rt.settings))
-    except (OAuthError, TaskspaceError) as exc:
-        message = f"Single sign-on failed: {exc.description or exc.error}." if isinstance(exc, OAuthError) \
-            else exc.message
+    except (OAuthError, JoseError, TaskspaceError) as exc:
+        if isinstance(exc, TaskspaceError):
+            message = exc.message
+        elif isinstance(exc, JoseError):  # the ID token's signature or claims did not check out
+            message = f"Single sign-on failed: the identity provider's answer did not verify ({exc.error})."
+        else:
+            message = f"Single sign-on failed: {exc.description or exc.error}."
         await audit.record(rt, actor="sso", action="GET oidc_callback", target=None, status_code=401,
                            source=client_address(request.scope, rt.settings.trusted_proxies),
                            detail={"reason": message[:300]})

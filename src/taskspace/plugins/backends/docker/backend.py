@@ -81,6 +81,7 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
         self._client: docker.DockerClient | None = None
         self._client_lock = threading.Lock()
         self._build_locks: dict[str, asyncio.Lock] = {}
+        self._cpus: int | None = None
 
     def service_host(self, network: str, workspace_id: str, service: str) -> str:
         return specs.service_host(network, workspace_id, service)
@@ -228,11 +229,21 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
             return {**state, "volume": volume, "network": network}
         return await self._run(work)
 
+    def _engine_cpus(self) -> int | None:
+        if self._cpus is None:
+            self._cpus = int(self._docker().info().get("NCPU") or 0) or None
+        return self._cpus
+
     def _create_or_get(self, kwargs: dict[str, Any]) -> Container:
         client = self._docker()
         found = self._find(kwargs["name"])
         if found is not None:
             return found
+        # The engine refuses a CPU limit above its own CPU count; on a smaller machine the
+        # default (or a project's) limit means "all of them".
+        cpus = self._engine_cpus() if kwargs.get("nano_cpus") else None
+        if cpus is not None:
+            kwargs = {**kwargs, "nano_cpus": min(kwargs["nano_cpus"], cpus * specs.NANO)}
         try:
             return client.containers.create(**kwargs)
         except docker.errors.APIError as exc:
