@@ -259,7 +259,7 @@ def _reset_from(value: str | None, now: float) -> float | None:
         number = float(value)
     except ValueError:
         try:
-            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            when = datetime.fromisoformat(value)
         except ValueError:
             return None
         if when.tzinfo is None:
