@@ -13,6 +13,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import click
 import typer
@@ -69,6 +70,12 @@ def _settings() -> Settings:
 
 def _client() -> Client:
     return Client.from_env(_settings())
+
+
+def _segment(value: str) -> str:
+    """``value`` as one segment of an API path: a '/', '?', '#' or '..' in a name given on the
+    command line must not reach another route."""
+    return quote(value, safe="").replace(".", "%2E")
 
 
 def _print_json(data: Any) -> None:
@@ -190,7 +197,7 @@ def user_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 def user_set(username: str, role: Annotated[str | None, typer.Option()] = None,
              disabled: Annotated[bool | None, typer.Option("--disabled/--enabled")] = None) -> None:
     """Change a user's role, or disable (signing them out) or enable them."""
-    user = _client().call("PATCH", f"/users/{username}", json_body={"role": role, "disabled": disabled})
+    user = _client().call("PATCH", f"/users/{_segment(username)}", json_body={"role": role, "disabled": disabled})
     out.print(f"{user['username']}: {user['role']}, {'disabled' if user['disabled'] else 'active'}.")
 
 
@@ -299,7 +306,7 @@ def token_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
 
 @token_app.command("remove")
 def token_remove(name: str) -> None:
-    _client().call("DELETE", f"/tokens/{name}")
+    _client().call("DELETE", f"/tokens/{_segment(name)}")
     out.print(f"Removed token {name}.")
 
 
@@ -335,7 +342,7 @@ def ticket_list(as_json: Annotated[bool, typer.Option("--json")] = False,
 @ticket_app.command("move")
 def ticket_move(key: str, status: str) -> None:
     """Move a ticket to another status (To Do, In Progress, In Review, Done)."""
-    ticket = _client().call("POST", f"/tickets/{key}/move", json_body={"status": status})
+    ticket = _client().call("POST", f"/tickets/{_segment(key)}/move", json_body={"status": status})
     out.print(f"{ticket['key']} is now {ticket['status']}.")
 
 
@@ -464,7 +471,7 @@ def ws_list(as_json: Annotated[bool, typer.Option("--json")] = False,
 
 @ws_app.command("show")
 def ws_show(key: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    ws = _client().call("GET", f"/workspaces/{key}")
+    ws = _client().call("GET", f"/workspaces/{_segment(key)}")
     if as_json:
         _print_json(ws)
         return
@@ -494,7 +501,7 @@ def ws_exec(key: str, command: Annotated[list[str], typer.Argument(help="The com
     if command and command[0] == "--":
         command = command[1:]
     code = 1
-    for item in _client().stream_lines(f"/workspaces/{key}/exec", json_body={"argv": command}):
+    for item in _client().stream_lines(f"/workspaces/{_segment(key)}/exec", json_body={"argv": command}):
         if "exit_code" in item:
             code = item["exit_code"]
         elif "error" in item:
@@ -508,8 +515,8 @@ def ws_exec(key: str, command: Annotated[list[str], typer.Argument(help="The com
 
 def _request(key: str, action: str, wait: bool, until: str, body: dict[str, Any] | None = None) -> None:
     client = _client()
-    seen = client.call("GET", f"/workspaces/{key}/events") if wait else {"events": []}
-    ws = client.call("POST", f"/workspaces/{key}/{action}", json_body=body)
+    seen = client.call("GET", f"/workspaces/{_segment(key)}/events") if wait else {"events": []}
+    ws = client.call("POST", f"/workspaces/{_segment(key)}/{action}", json_body=body)
     if wait:
         after = seen["events"][-1]["id"] if seen["events"] else 0
         ws = _follow(client, ws["id"], until={until}, quiet=False, after=after)
@@ -542,7 +549,7 @@ def ws_purge(key: str, wait: Annotated[bool, typer.Option("--wait", help="Wait u
 def ws_logs(key: str, startup: Annotated[bool, typer.Option("--startup", help="The startup log (default)")] = False,
             build: Annotated[bool, typer.Option("--build", help="The image build log")] = False) -> None:
     which = "build" if build and not startup else "startup"
-    sys.stdout.write(_client().call("GET", f"/workspaces/{key}/logs/{which}"))
+    sys.stdout.write(_client().call("GET", f"/workspaces/{_segment(key)}/logs/{which}"))
 
 
 def main() -> None:

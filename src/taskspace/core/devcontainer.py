@@ -76,10 +76,10 @@ _SUBSTITUTED_VARIABLES = (
 )
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-_ENV_NAME_RE = re.compile(r"^[^=\s\x00-\x1f\x7f]+$")
-_USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?$")
-_VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,127}$")
-_HOST_PORT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}:([0-9]{1,5})$")
+_ENV_NAME_RE = re.compile(r"^[^=\s\x00-\x1f\x7f]+\Z")
+_USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?\Z")
+_VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,127}\Z")
+_HOST_PORT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}:([0-9]{1,5})\Z")
 
 #: Keys that are understood but not honoured, with the reason given to the user.
 _NOT_HONOURED = {

@@ -67,14 +67,14 @@ MAX_EXPANDED_VALUES = 100_000
 MAX_YAML_DEPTH = 32
 MAX_HEALTHCHECK_SECONDS = 3600.0
 
-SERVICE_NAME_RE = re.compile(r"^[a-z](?:[a-z0-9-]{0,29}[a-z0-9])?$")
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SERVICE_NAME_RE = re.compile(r"^[a-z](?:[a-z0-9-]{0,29}[a-z0-9])?\Z")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 HOST_PLACEHOLDER = "${host}"
 
 _SERVICE_KEYS = ("image", "build", "env", "command", "ports", "healthcheck", "init", "publish")
 _BUILD_KEYS = ("dockerfile", "context", "args", "target")
 _HEALTHCHECK_KEYS = ("test", "interval", "timeout", "retries", "start_period")
-_IMAGE_RE = re.compile(r"^[^\s\x00-\x1f\x7f]{1,255}$")
+_IMAGE_RE = re.compile(r"^[^\s\x00-\x1f\x7f]{1,255}\Z")
 _PLACEHOLDER_RE = re.compile(r"\$\{([^}]*)\}?")
 _USER_SHELL = ["/bin/sh", "-c"]
 

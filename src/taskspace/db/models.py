@@ -84,6 +84,8 @@ class User(Base):
     disabled_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
+    notify_email: Mapped[bool] = mapped_column(Boolean, default=True)
+    notify_webhook_url: Mapped[str | None] = mapped_column(String(2048))
 
     @property
     def is_admin(self) -> bool:
@@ -299,6 +301,22 @@ class Build(Base):
     finished_at: Mapped[datetime | None]
     duration_ms: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class MetricSample(Base):
+    """Resource use of one running workspace at one time, sampled by the reconciler."""
+
+    __tablename__ = "metric_samples"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    cpu_percent: Mapped[float | None] = mapped_column(Float)
+    memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    disk_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    cpu_total: Mapped[int | None] = mapped_column(BigInteger)
+    cpu_system: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Orphan(Base):

@@ -22,7 +22,7 @@ from taskspace.plugins.registry import load_tracker
 from taskspace.services import git_tokens
 from taskspace.services.runtime import Runtime
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 MAX_REPOS = 20
 
 

@@ -18,7 +18,7 @@ from taskspace.services.runtime import Runtime
 
 MAX_TITLE = 500
 MAX_DESCRIPTION = 65536
-ASSIGNEE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$")
+ASSIGNEE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}\Z")
 
 
 def workflow_of(project: Project) -> Workflow:

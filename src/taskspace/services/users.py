@@ -21,7 +21,8 @@ from taskspace.core.roles import Role, require_admin
 from taskspace.db.models import ApiToken, User, WebSession, utcnow
 
 TOKEN_PREFIX = "tsp_"
-USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
+EMAIL_RE = re.compile(r"^[^@\s<>\x00-\x1f\x7f]+@[^@\s<>\x00-\x1f\x7f]+\Z")
 MIN_PASSWORD = 10
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
 _hasher = PasswordHasher()
@@ -38,6 +39,16 @@ def validate_username(name: str) -> str:
         raise InvalidInput(f"{name!r} is not a valid user name.",
                            hint="Use up to 64 lower-case letters, digits, '.', '_' and '-'.", field="username")
     return name
+
+
+def validate_profile(email: str | None, display_name: str | None) -> None:
+    """The e-mail address and display name become the author of the workspace's commits (git config)."""
+    if email and not EMAIL_RE.match(email):
+        raise InvalidInput(f"{email!r} is not an e-mail address.",
+                           hint="Give one address such as ada@example.com, or leave it out.", field="email")
+    if display_name and any(ord(c) < 0x20 or ord(c) == 0x7F for c in display_name):
+        raise InvalidInput("The display name contains a line break or control character.",
+                           hint="Give the name on one line.", field="display_name")
 
 
 def validate_password(password: str) -> str:
@@ -73,6 +84,7 @@ async def create_user(*, session: AsyncSession, actor: User, username: str, role
                       display_name: str | None = None) -> User:
     require_admin(actor.role, "create users")
     validate_username(username)
+    validate_profile(email, display_name)
     if role not in set(Role):
         raise InvalidInput(f"{role!r} is not a role.", hint="Roles: developer, reviewer, admin.", field="role")
     if await get_by_username(session=session, username=username) is not None:

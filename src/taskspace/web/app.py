@@ -5,14 +5,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -45,25 +48,25 @@ class BodyLimit:
         if length is not None and length.isdigit() and int(length) > self.limit:
             await _too_large(self.limit)(scope, receive, send)
             return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        # Read the body here (at most ``limit`` bytes): a body sent without a length (chunked)
+        # that turns out too large gets the 413, not the error of whatever would read it first.
+        received: deque[Message] = deque()
+        seen, more = 0, True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _BodyTooLarge
-            return message
+            received.append(message)
+            if message["type"] != "http.request":
+                break
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                await _too_large(self.limit)(scope, receive, send)
+                return
+            more = message.get("more_body", False)
 
-        try:
-            await self.app(scope, limited, send)
-        except _BodyTooLarge:
-            await _too_large(self.limit)(scope, receive, send)
+        async def replay() -> Message:
+            return received.popleft() if received else await receive()
 
-
-class _BodyTooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 def _too_large(limit: int) -> JSONResponse:
@@ -72,10 +75,24 @@ def _too_large(limit: int) -> JSONResponse:
         "hint": "Send less data in one request."}})
 
 
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+_HTTP_ERRORS = {
+    400: ("The request body could not be read (it is not JSON, or nested too deeply).",
+          "Send a JSON object as described in the API reference at /docs."),
+    404: ("There is no API route {method} {path}.", "See the API reference at /docs."),
+    405: ("{path} does not take {method}.", "See the API reference at /docs for the methods it takes."),
+}
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     parts = []
     first_field = None
     for error in exc.errors()[:5]:
+        if error.get("type") == "json_invalid":  # its location is a character offset, not a field
+            reason = (error.get("ctx") or {}).get("error", "")
+            first_field = first_field or "body"
+            parts.append(f"the body is not valid JSON ({reason})" if reason else "the body is not valid JSON")
+            continue
         loc = [str(p) for p in error.get("loc", ()) if p not in {"body", "query", "path"}]
         field = ".".join(loc) or "body"
         first_field = first_field or field
@@ -116,6 +133,19 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, run_reconc
         if field:
             body["field"] = field
         return JSONResponse(status_code=422, content={"error": body})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """Errors raised by the framework itself (no such route, wrong method, an unreadable
+        body) get the API's error body under /api/; pages keep the default."""
+        if not request.url.path.startswith("/api/"):
+            return await http_exception_handler(request, exc)
+        path = request.url.path if len(request.url.path) <= 200 else request.url.path[:197] + "..."
+        known = _HTTP_ERRORS.get(exc.status_code)
+        message, hint = ((known[0].format(method=request.method, path=path), known[1]) if known
+                         else (str(exc.detail), "See the API reference at /docs."))
+        return JSONResponse(status_code=exc.status_code, headers=getattr(exc, "headers", None), content={
+            "error": {"code": _HTTP_CODES.get(exc.status_code, "http_error"), "message": message, "hint": hint}})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

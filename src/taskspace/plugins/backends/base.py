@@ -116,8 +116,13 @@ class OwnedResource(BaseModel):
 
 
 class ResourceStats(BaseModel):
-    cpu_percent: float
+    """One reading of a workspace's resource use. CPU is cumulative (nanoseconds of CPU time and
+    of the host's time): a percentage needs two readings."""
+
     memory_bytes: int
+    cpu_total: int | None = None
+    cpu_system: int | None = None
+    online_cpus: int = 1
     disk_bytes: int | None = None
 
 
@@ -229,10 +234,12 @@ class Backend(ABC):
 
 
 class SupportsStats(ABC):
-    """Capability: live resource usage of a workspace."""
+    """Capability: resource use of running workspaces."""
 
     @abstractmethod
-    async def stats(self, workspace_id: str) -> ResourceStats | None: ...
+    async def sample(self, workspace_ids: list[str]) -> dict[str, ResourceStats]:
+        """One reading for each running workspace of ``workspace_ids`` (others are left out),
+        with a bounded number of engine calls (not a slow streaming read per container)."""
 
 
 class SupportsFileRead(ABC):

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 from fastapi.responses import PlainTextResponse
 
 from taskspace.db.models import User
@@ -19,6 +19,8 @@ from taskspace.web.api.schemas import (
 )
 
 router = APIRouter(tags=["users"])
+#: The largest row id the databases store (a 64-bit integer): a larger one would overflow the query.
+MAX_ID = 2**63 - 1
 
 
 def _admin_view(u: User) -> AdminUserOut:
@@ -53,7 +55,8 @@ async def create_api_token(body: ApiTokenIn, session: SessionDep, user: UserDep)
 
 
 @router.delete("/me/api-tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def revoke_api_token(token_id: int, session: SessionDep, user: UserDep) -> Response:
+async def revoke_api_token(session: SessionDep, user: UserDep,
+                           token_id: int = Path(ge=1, le=MAX_ID)) -> Response:
     await users.revoke_api_token(session=session, user=user, token_id=token_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

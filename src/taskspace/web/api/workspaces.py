@@ -78,7 +78,7 @@ async def purge(ref: str, rt: RuntimeDep, user: UserDep, body: PurgeIn | None = 
 
 
 @router.get("/{ref}/events", response_model=EventsOut)
-async def events(ref: str, rt: RuntimeDep, user: UserDep, after: int = Query(0, ge=0),
+async def events(ref: str, rt: RuntimeDep, user: UserDep, after: int = Query(0, ge=0, le=2**63 - 1),
                  wait: float = Query(0, ge=0, le=60, description="Seconds to wait for a new event")) -> EventsOut:
     """Events after ``after``; with ``wait``, returns as soon as there is one (long polling)."""
     async with rt.readers() as session:

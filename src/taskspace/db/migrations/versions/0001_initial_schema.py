@@ -2,11 +2,12 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 13:13:47.628681
+Create Date: 2026-11-21 13:23:31.167200
 """
 
-import sqlalchemy as sa
 from alembic import op
+import sqlalchemy as sa
+
 
 revision = '0001'
 down_revision = None
@@ -80,6 +81,8 @@ def upgrade() -> None:
     sa.Column('disabled_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('last_login_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('notify_email', sa.Boolean(), nullable=False),
+    sa.Column('notify_webhook_url', sa.String(length=2048), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_users')),
     sa.UniqueConstraint('oidc_issuer', 'oidc_subject', name=op.f('uq_users_oidc_issuer')),
     sa.UniqueConstraint('username', name=op.f('uq_users_username'))
@@ -241,6 +244,27 @@ def upgrade() -> None:
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_events_workspace_id'), ['workspace_id'], unique=False)
 
+    op.create_table('metric_samples',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('workspace_id', sa.String(length=32), nullable=False),
+    sa.Column('project_id', sa.Integer(), nullable=False),
+    sa.Column('owner_id', sa.Integer(), nullable=False),
+    sa.Column('cpu_percent', sa.Float(), nullable=True),
+    sa.Column('memory_bytes', sa.BigInteger(), nullable=True),
+    sa.Column('disk_bytes', sa.BigInteger(), nullable=True),
+    sa.Column('cpu_total', sa.BigInteger(), nullable=True),
+    sa.Column('cpu_system', sa.BigInteger(), nullable=True),
+    sa.ForeignKeyConstraint(['owner_id'], ['users.id'], name=op.f('fk_metric_samples_owner_id_users'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['project_id'], ['projects.id'], name=op.f('fk_metric_samples_project_id_projects'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['workspace_id'], ['workspaces.id'], name=op.f('fk_metric_samples_workspace_id_workspaces'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_metric_samples'))
+    )
+    with op.batch_alter_table('metric_samples', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_metric_samples_at'), ['at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_metric_samples_project_id'), ['project_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_metric_samples_workspace_id'), ['workspace_id'], unique=False)
+
     op.create_table('workspace_repos',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('workspace_id', sa.String(length=32), nullable=False),
@@ -270,6 +294,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_workspace_repos_workspace_id'))
 
     op.drop_table('workspace_repos')
+    with op.batch_alter_table('metric_samples', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_metric_samples_workspace_id'))
+        batch_op.drop_index(batch_op.f('ix_metric_samples_project_id'))
+        batch_op.drop_index(batch_op.f('ix_metric_samples_at'))
+
+    op.drop_table('metric_samples')
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_events_workspace_id'))
 

@@ -501,17 +501,35 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
     async def ensure_local_base_image(self, log: LogSink) -> str:
         return await self._run(base_image.ensure_base_image, self._docker(), log=log)
 
-    async def stats(self, workspace_id: str) -> ResourceStats | None:
-        def work() -> ResourceStats | None:
-            container = self._find(specs.container_name(workspace_id))
-            if container is None or container.status != "running":
-                return None
-            s = container.stats(stream=False)
-            cpu = s["cpu_stats"]["cpu_usage"]["total_usage"] - s["precpu_stats"]["cpu_usage"].get("total_usage", 0)
-            system = s["cpu_stats"].get("system_cpu_usage", 0) - s["precpu_stats"].get("system_cpu_usage", 0)
-            cpus = s["cpu_stats"].get("online_cpus") or 1
-            percent = (cpu / system) * cpus * 100 if system > 0 else 0.0
-            return ResourceStats(cpu_percent=round(percent, 2), memory_bytes=s["memory_stats"].get("usage", 0))
+    async def sample(self, workspace_ids: list[str]) -> dict[str, ResourceStats]:
+        """One list call, one disk-usage call (volumes' sizes), one one-shot stats call per
+        running workspace container."""
+        wanted = set(workspace_ids)
+
+        def work() -> dict[str, ResourceStats]:
+            api = self._docker().api
+            flt = specs.owned_filter(self.installation)
+            flt["label"].append(f"{LABEL_ROLE}=workspace")
+            running = [c for c in api.containers(filters={**flt, "status": ["running"]})
+                       if c["Labels"].get(LABEL_WORKSPACE) in wanted]
+            if not running:
+                return {}
+            sizes = {v["Name"]: (v.get("UsageData") or {}).get("Size") for v in api.df().get("Volumes") or []}
+            found = {}
+            for container in running:
+                workspace_id = container["Labels"][LABEL_WORKSPACE]
+                try:
+                    stats = api.stats(container["Id"], stream=False, one_shot=True)
+                except docker.errors.NotFound:  # stopped since it was listed
+                    continue
+                cpu = stats.get("cpu_stats") or {}
+                size = sizes.get(specs.volume_name(workspace_id))
+                found[workspace_id] = ResourceStats(
+                    memory_bytes=(stats.get("memory_stats") or {}).get("usage") or 0,
+                    cpu_total=(cpu.get("cpu_usage") or {}).get("total_usage"),
+                    cpu_system=cpu.get("system_cpu_usage"), online_cpus=cpu.get("online_cpus") or 1,
+                    disk_bytes=size if size is not None and size >= 0 else None)
+            return found
         return await self._run(work)
 
 
