@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     workspace_memory: str | None = Field("8g", description="Default memory per container, e.g. 8g (None: no "
                                          "limit).")
     max_parallel_jobs: int = Field(8, ge=1, description="Workspaces the reconciler works on at once.")
+    metrics_interval: float = Field(60.0, gt=0, description="Seconds between two samples of the running "
+                                    "workspaces' CPU, memory and disk use (dashboard and /metrics).")
+    metrics_retention_days: float = Field(14.0, gt=0, description="Days resource samples are kept.")
     failpoints: str = Field("", description="Testing hook: 'step=seconds,...' pauses before steps.")
 
     @classmethod

@@ -222,3 +222,25 @@ def rescue_script(*, name: str, ticket: str, full: bool) -> str:
         '  echo "$out" >&2; exit 1',
         "fi",
     ]) + "\n"
+
+
+def status_script(names: list[str]) -> str:
+    """One line a repository: ``REPO <name> <branch> <changed files> <commits on no remote>``."""
+    lines = []
+    for name in names:
+        lines.append(
+            f"if cd {q(WORKSPACE + '/' + name)} 2>/dev/null && [ -e {q(CLONED_MARKER)} ]; then "
+            f'echo "REPO {name} $(git branch --show-current || echo -) '
+            '$(git status --porcelain --untracked-files=all | wc -l) '
+            '$(git rev-list --count HEAD --not --remotes 2>/dev/null || echo 0)"; fi')
+    return "\n".join(lines) + "\n"
+
+
+def parse_repo_status(output: str) -> dict[str, tuple[str, int, int]]:
+    """Repository name → (branch, changed files, unpushed commits)."""
+    found = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) == 5 and parts[0] == "REPO" and parts[3].isdigit() and parts[4].isdigit():
+            found[parts[1]] = (parts[2], int(parts[3]), int(parts[4]))
+    return found

@@ -307,9 +307,11 @@ class MetricSample(Base):
     """Resource use of one running workspace at one time, sampled by the reconciler."""
 
     __tablename__ = "metric_samples"
+    # (workspace, at): the latest sample of a workspace is one index lookup, whatever the history.
+    __table_args__ = (Index("ix_metric_samples_workspace_id_at", "workspace_id", "at"),)
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(index=True)
-    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     cpu_percent: Mapped[float | None] = mapped_column(Float)

@@ -7,8 +7,10 @@ inline credential helper; the user's own git config (and any credential store in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +46,7 @@ def _base_env(home: Path) -> dict[str, str]:
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new",
+        "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o ConnectTimeout=30",
         # Only these transports, whatever a URL or a config says (no ext::, fd:: or others).
         "GIT_ALLOW_PROTOCOL": "https:http:ssh:file",
     }
@@ -77,12 +79,18 @@ async def run_git(
         cwd=cwd, env=env,
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # its own process group: a timeout ends git's ssh too
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
-    except (TimeoutError, asyncio.CancelledError):
-        proc.kill()
+    except (TimeoutError, asyncio.CancelledError) as exc:
+        # Kill the group: an ssh left running would hold the pipes (and wait()) open.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
+        if isinstance(exc, TimeoutError):
+            raise GitError(f"git {args[0]} did not finish within {timeout:.0f} seconds: the remote did not answer.",
+                           hint="Check the URL and that the server can reach the git host.") from None
         raise
     secret = credential.password if credential else None
     result = GitResult(proc.returncode or 0, out, redact(err.decode(errors="replace"), secret))

@@ -24,7 +24,7 @@ from taskspace.core.states import Desired, State
 from taskspace.db.engine import transaction
 from taskspace.db.models import Event, Orphan, Project, Ticket, Workspace, utcnow
 from taskspace.plugins.backends.base import OwnedResource
-from taskspace.services import leases, purge_policy, redaction
+from taskspace.services import leases, metrics, purge_policy, redaction
 from taskspace.services.lifecycle.driver import drive, next_phase
 from taskspace.services.runtime import Runtime
 
@@ -49,6 +49,7 @@ class Reconciler:
         self.jobs: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        self._metrics_task: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(rt.settings.max_parallel_jobs)
         self._pass_lock = asyncio.Lock()
         self.is_leader = False
@@ -61,7 +62,7 @@ class Reconciler:
     async def close(self) -> None:
         """Stop the loop and the jobs. Work in flight resumes on the next start (every step is
         idempotent), so cancelling is safe."""
-        tasks = [t for t in (self._loop_task, *self.jobs.values()) if t]
+        tasks = [t for t in (self._loop_task, self._metrics_task, *self.jobs.values()) if t]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -91,6 +92,9 @@ class Reconciler:
                 raise
             except Exception:
                 log.exception("reconcile pass failed; retrying")
+            if self.is_leader and (self._metrics_task is None or self._metrics_task.done()):
+                # A task: a slow engine answer must not hold up the passes.
+                self._metrics_task = asyncio.create_task(self.sample_metrics(), name="metrics")
             try:
                 timeout = max(0.0, interval - (time.monotonic() - last_pass))
                 await asyncio.wait_for(self.rt.bus.reconcile_requested.wait(), timeout)
@@ -101,6 +105,16 @@ class Reconciler:
         """Take (or renew) the reconciler lease; True when this process holds it."""
         self.is_leader = await leases.acquire(self.rt, LEASE, ttl=self.rt.settings.lease_seconds)
         return self.is_leader
+
+    async def sample_metrics(self) -> None:
+        """Sample the running workspaces' resource use when due (``metrics.sample`` keeps the
+        pace). Kept out of ``run_pass``; a failure is logged and never stops the loop."""
+        try:
+            await metrics.sample(self.rt)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("sampling the workspaces' resource use failed; trying again next interval")
 
     def kick(self, workspace_id: str) -> None:
         """Drive one workspace now (this process must be the leader)."""

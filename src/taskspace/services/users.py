@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from taskspace.core.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from taskspace.core.roles import Role, require_admin
 from taskspace.db.models import ApiToken, User, WebSession, utcnow
+from taskspace.services import git_tokens
 
 TOKEN_PREFIX = "tsp_"
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
@@ -285,3 +286,36 @@ async def authenticate(*, session: AsyncSession, token: str | None) -> User:
     if row.last_used_at is None or now - row.last_used_at > _LAST_USED_RESOLUTION:
         row.last_used_at = now
     return row.user
+
+
+# Profile ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Profile:
+    user: User
+    git_tokens: list[Any]
+    api_tokens: list[ApiToken]
+
+
+async def profile(*, session: AsyncSession, user: User) -> Profile:
+    return Profile(user=user, git_tokens=await git_tokens.list_for(session=session, user=user),
+                   api_tokens=await list_api_tokens(session=session, user=user))
+
+
+async def profile_with_new_token(*, session: AsyncSession, user: User, name: str) -> tuple[Profile, str]:
+    token, _ = await create_api_token(session=session, user=user, name=name)
+    return await profile(session=session, user=user), token
+
+
+async def set_notifications(*, session: AsyncSession, user: User, email: bool, webhook_url: str | None) -> None:
+    """Which notifications reach the user: email (to their address) and a JSON webhook."""
+    if webhook_url:
+        url = webhook_url.strip()
+        if not re.match(r"^https?://[^\s/]+(/\S*)?$", url) or len(url) > 2048:
+            raise InvalidInput("The webhook address is not an http(s) URL.",
+                               hint="Give e.g. https://hooks.example.com/T000/B000.", field="webhook_url")
+        webhook_url = url
+    row = await session.get(User, user.id)
+    assert row is not None
+    row.notify_email, row.notify_webhook_url = email, webhook_url

@@ -25,7 +25,7 @@ from taskspace.core.tickets import StatusCategory
 from taskspace.core.workspace_scripts import STARTUP_LOG
 from taskspace.db.engine import transaction
 from taskspace.db.models import Event, Repo, Ticket, User, Workspace, WorkspaceRepo, utcnow
-from taskspace.plugins.backends.base import ExecChunk, SupportsFileRead
+from taskspace.plugins.backends.base import ExecChunk, SupportsFileRead, SupportsIdeAttach
 from taskspace.services import git_tokens
 from taskspace.services.lifecycle.preflight import PreflightInput, RepoChoice, run_preflight
 from taskspace.services.lifecycle.prepare import build_log_path
@@ -275,6 +275,27 @@ def build_log(rt: Runtime, ws: Workspace) -> str:
                        hint="An unchanged environment is never rebuilt; its first build's log is kept while "
                             "the server keeps logs.")
     return path.read_text(errors="replace")
+
+
+def build_tail(rt: Runtime, ws: Workspace, lines: int = 12) -> list[str]:
+    """The last lines of the build log while the workspace's image builds."""
+    if ws.step != "image" or not ws.image:
+        return []
+    path = build_log_path(rt, ws.image)
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 8192))
+            return fh.read().decode(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def vscode_url(rt: Runtime, ws: Workspace) -> str | None:
+    """A link that opens VS Code attached to the workspace, in its primary repository."""
+    if not isinstance(rt.backend, SupportsIdeAttach) or ws.state != State.READY.value:
+        return None
+    primary = (ws.plan or {}).get("primary")
+    return rt.backend.ide_uri(ws.id, f"/workspace/{primary}" if primary else "/workspace")
 
 
 def _check_argv(argv: list[str]) -> None:

@@ -27,7 +27,7 @@ from taskspace.services.runtime import Runtime, build_runtime, open_vault
 from taskspace.settings import Settings
 from taskspace.web.api import projects, system, tickets, tokens, users, workspaces
 from taskspace.web.audit import AuditMiddleware
-from taskspace.web.ui import auth, pages
+from taskspace.web.ui import auth, dashboard, pages, terminal
 from taskspace.web.ui.pages import SignInRequired, sign_in_redirect
 
 log = logging.getLogger(__name__)
@@ -161,6 +161,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, run_reconc
     for router in (system.router, users.router, projects.router, tokens.router, tickets.router, workspaces.router):
         app.include_router(router, prefix="/api/v1")
     app.include_router(auth.router)
+    app.include_router(dashboard.router)
+    app.include_router(terminal.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(Path(pages.__file__).parent / "static")), name="static")
     app.state.oauth = auth.oauth_client(settings)

@@ -35,7 +35,8 @@ class AuditMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS or scope["path"].startswith("/p/"):
+            # (/p/ is a workspace's own app behind the port proxy: its traffic is not ours to log)
             await self.app(scope, receive, send)
             return
         status = 500

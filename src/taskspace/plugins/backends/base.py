@@ -258,6 +258,46 @@ class ChecksImages(ABC):
         configured credentials); else the reason in plain words."""
 
 
+class Terminal(ABC):
+    """An interactive shell with a pseudo-terminal in a running workspace."""
+
+    @abstractmethod
+    async def read(self) -> bytes:
+        """The next output; b"" once the shell has ended."""
+
+    @abstractmethod
+    async def write(self, data: bytes) -> None: ...
+
+    @abstractmethod
+    async def resize(self, cols: int, rows: int) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None:
+        """End the shell (idempotent)."""
+
+
+class SupportsTerminal(ABC):
+    """Capability: an interactive shell in a workspace."""
+
+    @abstractmethod
+    async def open_terminal(self, workspace_id: str, *, user: str | None, workdir: str, env: dict[str, str],
+                            cols: int, rows: int) -> Terminal: ...
+
+
+class SupportsPorts(ABC):
+    """Capability: where the server reaches a port of a workspace (for its proxy)."""
+
+    @abstractmethod
+    async def port_address(self, workspace_id: str, port: int) -> tuple[str, int]: ...
+
+
+class SupportsIdeAttach(ABC):
+    """Capability: a link that opens a local VS Code attached to the workspace's container."""
+
+    @abstractmethod
+    def ide_uri(self, workspace_id: str, path: str) -> str: ...
+
+
 class SupportsLocalBaseImage(ABC):
     """Capability: build a minimal Debian base image (with git) without any registry."""
 

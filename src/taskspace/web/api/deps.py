@@ -14,6 +14,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import HTTPConnection
 
 from taskspace.core.errors import Forbidden, Unauthorized
 from taskspace.db.engine import transaction
@@ -52,7 +53,7 @@ def bearer(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
-async def browser_session(request: Request) -> WebSession | None:
+async def browser_session(request: HTTPConnection) -> WebSession | None:
     """The live session of the request's cookie (cached on the request), or None."""
     if not hasattr(request.state, "web_session"):
         rt: Runtime = request.app.state.rt

@@ -2,19 +2,61 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import nh3
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
+from markdown_it import MarkdownIt
+from markupsafe import Markup
 from starlette.responses import HTMLResponse
 
 from taskspace import __version__
+from taskspace.core.sizes import format_size
+from taskspace.services import workspace_pages
 
 templates = Jinja2Templates(env=jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True))
 templates.env.globals["version"] = __version__
+_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
+
+
+def markdown(text: str | None) -> Markup:
+    """Tracker text as HTML: raw HTML in it stays text, and the result is sanitized again."""
+    rendered = _markdown.render(text or "")
+    return Markup(nh3.clean(rendered, link_rel="noopener noreferrer nofollow",
+                            url_schemes={"http", "https", "mailto"}))
+
+
+def ago(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    seconds = int((datetime.now(UTC) - moment).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return "just now"
+
+
+templates.env.globals["steps_of"] = workspace_pages.progress_steps
+templates.env.filters["markdown"] = markdown
+templates.env.filters["ago"] = ago
+templates.env.filters["size"] = lambda n: format_size(n) if n is not None else "-"
+templates.env.filters["seconds"] = lambda s: f"{s:.1f}s" if s is not None else "-"
+
+
+#: Pages run only their own scripts; no other site may frame them.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
+                                "base-uri 'none'; form-action 'self'; object-src 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
 
 
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -22,5 +64,5 @@ def render(request: Request, name: str, status_code: int = 200, **context: Any) 
     context.setdefault("user", getattr(request.state, "user", None) or (web.user if web else None))
     context.setdefault("csrf_token", web.csrf_token if web else "")
     response = templates.TemplateResponse(request, name, context, status_code=status_code)
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(SECURITY_HEADERS)
     return response

@@ -5,9 +5,8 @@ Revises:
 Create Date: 2026-11-21 13:23:31.167200
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0001'
 down_revision = None
@@ -263,7 +262,7 @@ def upgrade() -> None:
     with op.batch_alter_table('metric_samples', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_metric_samples_at'), ['at'], unique=False)
         batch_op.create_index(batch_op.f('ix_metric_samples_project_id'), ['project_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_metric_samples_workspace_id'), ['workspace_id'], unique=False)
+        batch_op.create_index('ix_metric_samples_workspace_id_at', ['workspace_id', 'at'], unique=False)
 
     op.create_table('workspace_repos',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -295,7 +294,7 @@ def downgrade() -> None:
 
     op.drop_table('workspace_repos')
     with op.batch_alter_table('metric_samples', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_metric_samples_workspace_id'))
+        batch_op.drop_index('ix_metric_samples_workspace_id_at')
         batch_op.drop_index(batch_op.f('ix_metric_samples_project_id'))
         batch_op.drop_index(batch_op.f('ix_metric_samples_at'))
 

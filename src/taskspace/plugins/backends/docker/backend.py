@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import tarfile
 import threading
 import time
@@ -37,8 +38,12 @@ from taskspace.plugins.backends.base import (
     ResourceStats,
     ServiceRuntime,
     SupportsFileRead,
+    SupportsIdeAttach,
     SupportsLocalBaseImage,
+    SupportsPorts,
     SupportsStats,
+    SupportsTerminal,
+    Terminal,
     WorkspaceSpec,
     WorkspaceStatus,
 )
@@ -46,6 +51,9 @@ from taskspace.plugins.backends.docker import base_image, specs
 
 T = TypeVar("T")
 INIT_MARKER = "/.taskspace-init-done"
+#: The user's login shell from the passwd database, else bash, else sh.
+LOGIN_SHELL = ('shell=$(getent passwd "$(id -un)" 2>/dev/null | cut -d: -f7); '
+               '[ -x "$shell" ] || shell=$(command -v bash || echo /bin/sh); exec "$shell" -l')
 
 
 class DockerBackendConfig(BackendConfig):
@@ -71,7 +79,8 @@ def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00")
 
 
-class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseImage, ChecksImages):
+class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseImage, ChecksImages,
+                    SupportsIdeAttach, SupportsTerminal, SupportsPorts):
     name = "docker"
     config_model = DockerBackendConfig
     config: DockerBackendConfig
@@ -498,6 +507,44 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
                 return fh.read() if fh else None
         return await self._run(work)
 
+    async def open_terminal(self, workspace_id: str, *, user: str | None, workdir: str, env: dict[str, str],
+                            cols: int, rows: int) -> Terminal:
+        def work() -> tuple[str, Any]:
+            api = self._docker().api
+            exec_id = api.exec_create(specs.container_name(workspace_id), ["/bin/sh", "-c", LOGIN_SHELL],
+                                      stdin=True, tty=True, user=user or "", workdir=workdir,
+                                      environment={"TERM": "xterm-256color", **env})["Id"]
+            sock = api.exec_start(exec_id, socket=True, tty=True)
+            raw = getattr(sock, "_sock", sock)
+            raw.settimeout(None)
+            api.exec_resize(exec_id, height=rows, width=cols)
+            return exec_id, raw
+        exec_id, raw = await self._run(work)
+        return DockerTerminal(self, exec_id, raw)
+
+    async def port_address(self, workspace_id: str, port: int) -> tuple[str, int]:
+        def work() -> tuple[str, int]:
+            container = self._find(specs.container_name(workspace_id))
+            if container is None:
+                raise BackendError("The workspace's container is gone.", hint="Start the workspace again.")
+            networks = container.attrs["NetworkSettings"]["Networks"] or {}
+            if "host" in networks or container.attrs["HostConfig"].get("NetworkMode") == "host":
+                return "127.0.0.1", port
+            for network in networks.values():
+                if network.get("IPAddress"):
+                    return network["IPAddress"], port
+            raise BackendError("The workspace's container has no address.", hint="Start the workspace again.")
+        return await self._run(work)
+
+    def ide_uri(self, workspace_id: str, path: str) -> str:
+        """VS Code's Dev Containers "attach to running container" link (the engine must be one
+        the person's VS Code can reach: the local one, or DOCKER_HOST in their settings)."""
+        target = {"containerName": "/" + specs.container_name(workspace_id)}
+        if self.config.base_url and not self.config.base_url.startswith("unix://"):
+            target["settings"] = {"host": self.config.base_url}  # type: ignore[assignment]
+        encoded = json.dumps(target, separators=(",", ":")).encode().hex()
+        return f"vscode://vscode-remote/attached-container+{encoded}{path}"
+
     async def ensure_local_base_image(self, log: LogSink) -> str:
         return await self._run(base_image.ensure_base_image, self._docker(), log=log)
 
@@ -531,6 +578,48 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
                     disk_bytes=size if size is not None and size >= 0 else None)
             return found
         return await self._run(work)
+
+
+class DockerTerminal(Terminal):
+    """A hijacked exec connection. A thread of its own reads it (not the shared worker threads,
+    which a few idle terminals would otherwise fill)."""
+
+    def __init__(self, backend: DockerBackend, exec_id: str, sock: Any):
+        self._backend, self._exec_id, self._sock = backend, exec_id, sock
+        self._loop = asyncio.get_running_loop()
+        self._output: asyncio.Queue[bytes] = asyncio.Queue()
+        self._closed = False
+        threading.Thread(target=self._pump, name=f"terminal-{exec_id[:12]}", daemon=True).start()
+
+    def _pump(self) -> None:
+        while True:
+            try:
+                data = self._sock.recv(65536)
+            except OSError:
+                data = b""
+            self._loop.call_soon_threadsafe(self._output.put_nowait, data)
+            if not data:
+                return
+
+    async def read(self) -> bytes:
+        return await self._output.get()
+
+    async def write(self, data: bytes) -> None:
+        if not self._closed:
+            await asyncio.to_thread(self._sock.sendall, data)
+
+    async def resize(self, cols: int, rows: int) -> None:
+        await self._backend._run(self._backend._docker().api.exec_resize, self._exec_id, height=rows, width=cols)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._sock.shutdown(2)
+        except OSError:
+            pass
+        self._sock.close()
 
 
 def _tar(files: dict[str, bytes]) -> bytes:
