@@ -296,7 +296,7 @@ async def _totals(session: AsyncSession, where: Sequence[ColumnElement[bool]]) -
 
 async def _states(session: AsyncSession, where: Sequence[ColumnElement[bool]]) -> dict[str, int]:
     counts = dict((await session.execute(
-        select(Workspace.state, func.count()).where(*where).group_by(Workspace.state))).tuples().all())
+        select(Workspace.state, func.count()).where(*where).group_by(Workspace.state))).all())
     return {state.value: counts.get(state.value, 0) for state in State}
 
 
@@ -306,7 +306,7 @@ async def _ready_points(session: AsyncSession, where: Sequence[ColumnElement[boo
     rows = (await session.execute(
         select(Workspace.ready_at, Workspace.ready_seconds)
         .where(Workspace.ready_at >= now - READY_WINDOW, Workspace.ready_seconds.is_not(None), *where)
-        .order_by(Workspace.ready_at.desc()).limit(READY_POINTS))).tuples().all()
+        .order_by(Workspace.ready_at.desc()).limit(READY_POINTS))).all()
     return [(at, seconds) for at, seconds in reversed(rows) if at is not None and seconds is not None]
 
 
@@ -336,7 +336,7 @@ async def _running_points(session: AsyncSession, user: User, everyone: bool,
             .group_by(MetricSample.at).order_by(MetricSample.at))
     if not everyone:
         stmt = stmt.where(MetricSample.owner_id == user.id)
-    rounds = [(at.timestamp(), count) for at, count in (await session.execute(stmt)).tuples()]
+    rounds = [(at.timestamp(), count) for at, count in await session.execute(stmt)]
     if len(rounds) > RUNNING_POINTS:
         start, width = rounds[0][0], (rounds[-1][0] - rounds[0][0]) / RUNNING_POINTS or 1.0
         buckets: dict[int, tuple[float, int]] = {}
@@ -346,7 +346,7 @@ async def _running_points(session: AsyncSession, user: User, everyone: bool,
                 buckets[index] = (at, count)
         rounds = [buckets[i] for i in sorted(buckets)]
     gaps = sorted(b[0] - a[0] for a, b in itertools.pairwise(rounds))
-    usual = gaps[len(gaps) // 2] if gaps else 0.0
+    usual = gaps[(len(gaps) - 1) // 2] if gaps else 0.0  # the lower median
     points: list[tuple[float, int | None]] = []
     for i, (at, count) in enumerate(rounds):
         if i and usual and at - rounds[i - 1][0] > 3 * usual:
