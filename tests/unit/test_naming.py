@@ -261,15 +261,16 @@ def test_invalid_project_keys(key):
     assert error.field == "key"
 
 
-@pytest.mark.parametrize("key", ["PAY-1", "PAY-123", "A1-999999999", "ABCDEFGHIJ-42"])
+@pytest.mark.parametrize("key", ["PAY-1", "PAY-123", "A1-999999999", "ABCDEFGHIJ-42", "ABC_2-7",
+                                 "PAY-123456789012", "ABCDEFGHIJKLMNOPQRSTUVWXYZABCD-1"])
 def test_valid_ticket_keys(key):
     assert validate_ticket_key(key) == key
 
 
 @pytest.mark.parametrize(
     "key",
-    ["", None, "PAY", "PAY-", "PAY-0", "PAY-01", "pay-1", "PAY1", "P-1", "1PAY-1", "PAY-1234567890",
-     "ABCDEFGHIJK-1", "PAY-1 ", " PAY-1", "PAY-1\n", "PAY--1", "PAY-1a", "PAY_1"],
+    ["", None, "PAY", "PAY-", "PAY-0", "PAY-01", "pay-1", "PAY1", "P-1", "1PAY-1", "PAY-1234567890123",
+     "ABCDEFGHIJKLMNOPQRSTUVWXYZABCDE-1", "PAY-1 ", " PAY-1", "PAY-1\n", "PAY--1", "PAY-1a", "PAY_1", "_PAY-1"],
 )
 def test_invalid_ticket_keys(key):
     error = invalid(validate_ticket_key, key)

@@ -15,7 +15,8 @@ _SLUG_MAX = 48
 
 # \Z, not $: "$" also matches before a trailing newline, which would let "PAY\n" through.
 PROJECT_KEY_RE = re.compile(r"^[A-Z][A-Z0-9]{1,9}\Z")
-TICKET_KEY_RE = re.compile(r"^[A-Z][A-Z0-9]{1,9}-[1-9][0-9]{0,8}\Z")
+#: Jira allows keys like ABC_2-123; trackers' numbers run past nine digits.
+TICKET_KEY_RE = re.compile(r"^[A-Z][A-Z0-9_]{1,29}-[1-9][0-9]{0,11}\Z")
 REPO_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
 TOKEN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 

@@ -86,6 +86,8 @@ class User(Base):
     last_login_at: Mapped[datetime | None]
     notify_email: Mapped[bool] = mapped_column(Boolean, default=True)
     notify_webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    #: Accounts of this person in trackers (Jira account ids, GitLab/GitHub logins), for "my tickets".
+    tracker_accounts: Mapped[list[Any]] = mapped_column(default=list)
 
     @property
     def is_admin(self) -> bool:
@@ -169,6 +171,15 @@ class Project(Base):
     cpus: Mapped[float | None] = mapped_column(Float)
     memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
     pids_limit: Mapped[int | None] = mapped_column(Integer)
+    max_age_seconds: Mapped[int | None] = mapped_column(Integer)
+    idle_stop_seconds: Mapped[int | None] = mapped_column(Integer)
+    #: The tracker's credentials, sealed by the vault like git tokens (the rest is tracker_config).
+    tracker_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    tracker_wrapped: Mapped[bytes | None] = mapped_column(LargeBinary)
+    tracker_key_id: Mapped[str | None] = mapped_column(String(32))
+    tracker_synced_at: Mapped[datetime | None]
+    tracker_stale_since: Mapped[datetime | None]
+    tracker_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     repos: Mapped[list[Repo]] = relationship(
         back_populates="project", order_by="Repo.position", cascade="all, delete-orphan", lazy="selectin"
@@ -199,6 +210,8 @@ class Ticket(Base):
     status_category: Mapped[str] = mapped_column(String(20), index=True)
     assignee: Mapped[str | None] = mapped_column(String(200), index=True)
     url: Mapped[str | None] = mapped_column(String(2048))
+    reference: Mapped[str | None] = mapped_column(String(300))
+    external_id: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     status_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -241,6 +254,8 @@ class Workspace(Base):
     ready_at: Mapped[datetime | None]
     ready_seconds: Mapped[float | None] = mapped_column(Float)
     last_started_at: Mapped[datetime | None]
+    first_opened_at: Mapped[datetime | None]
+    last_active_at: Mapped[datetime | None]
     purge_due_at: Mapped[datetime | None]
     purge_retry_at: Mapped[datetime | None]
     purged_at: Mapped[datetime | None]
@@ -319,6 +334,36 @@ class MetricSample(Base):
     disk_bytes: Mapped[int | None] = mapped_column(BigInteger)
     cpu_total: Mapped[int | None] = mapped_column(BigInteger)
     cpu_system: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class WebhookDelivery(Base):
+    """A tracker delivery already applied: a repeated one (a retry) is ignored."""
+
+    __tablename__ = "webhook_deliveries"
+    tracker: Mapped[str] = mapped_column(String(40), primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="SET NULL"))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Notification(Base):
+    """The outbox: a message written with the change it tells of, sent (and retried) after."""
+
+    __tablename__ = "notifications"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    workspace_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    channel: Mapped[str] = mapped_column(String(20))  # email | webhook
+    target: Mapped[str] = mapped_column(String(2048))
+    subject: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    sent_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 class Orphan(Base):

@@ -27,7 +27,8 @@ def _check_text(value: str, what: str, limit: int) -> str:
     if not value:
         raise InvalidInput(f"The {what} is empty.", hint=f"Give a {what}.", field=what)
     if len(value) > limit:
-        raise InvalidInput(f"The {what} is longer than {limit} characters.", field=what)
+        raise InvalidInput(f"The {what} is longer than {limit} characters.",
+                           hint=f"Check that you copied only the {what}.", field=what)
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         raise InvalidInput(f"The {what} contains a line break or control character.",
                            hint="Copy it again without the trailing newline.", field=what)

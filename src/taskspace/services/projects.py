@@ -24,6 +24,8 @@ from taskspace.services.runtime import Runtime
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 MAX_REPOS = 20
+#: Far above any machine, and below what the database column holds.
+MAX_MEMORY = 1024**5
 
 
 @dataclass
@@ -81,7 +83,8 @@ def _validate(data: ProjectInput, rt: Runtime) -> tuple[str, list[RepoInput], li
     if not data.repos:
         raise InvalidInput("A project needs at least one repository.", hint="Add --repo URL.", field="repos")
     if len(data.repos) > MAX_REPOS:
-        raise InvalidInput(f"A project can have at most {MAX_REPOS} repositories.", field="repos")
+        raise InvalidInput(f"A project can have at most {MAX_REPOS} repositories.",
+                           hint="Split the repositories over several projects.", field="repos")
     repos = [parse_repo_arg(r, rt) for r in data.repos]
     seen: set[str] = set()
     for repo in repos:
@@ -117,6 +120,9 @@ def _limits(data: ProjectInput) -> int | None:
     memory = parse_size(data.memory, field="memory") if data.memory else None
     if memory is not None and memory < 64 * 1024**2:
         raise InvalidInput("A workspace needs at least 64 MiB of memory.", hint="Give e.g. 2g.", field="memory")
+    if memory is not None and memory > MAX_MEMORY:
+        raise InvalidInput(f"{data.memory!r} is more memory than a machine has.", hint="Give e.g. 8g (at most 1024t).",
+                           field="memory")
     return memory
 
 

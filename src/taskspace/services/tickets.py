@@ -18,7 +18,8 @@ from taskspace.services.runtime import Runtime
 
 MAX_TITLE = 500
 MAX_DESCRIPTION = 65536
-ASSIGNEE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}\Z")
+#: Also Jira account ids such as 557058:f58131cb-b67d-43c7-b30d-6b58d40bd077.
+ASSIGNEE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+:-]{0,199}\Z")
 
 
 def workflow_of(project: Project) -> Workflow:
@@ -29,10 +30,11 @@ def workflow_of(project: Project) -> Workflow:
 def _clean_title(title: str) -> str:
     title = (title or "").strip()
     if not title:
-        raise InvalidInput("The ticket needs a title.", field="title")
+        raise InvalidInput("The ticket needs a title.", hint="Give a one-line summary of the work.", field="title")
     if len(title) > MAX_TITLE:
-        raise InvalidInput(f"The title is longer than {MAX_TITLE} characters.", field="title")
-    if any(ord(c) < 0x20 for c in title):
+        raise InvalidInput(f"The title is longer than {MAX_TITLE} characters.",
+                           hint="Shorten it; put details in the description.", field="title")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in title):
         raise InvalidInput("The title contains a line break or control character.",
                            hint="Put details in the description.", field="title")
     return title
@@ -40,9 +42,11 @@ def _clean_title(title: str) -> str:
 
 def _clean_description(text: str) -> str:
     if len(text) > MAX_DESCRIPTION:
-        raise InvalidInput(f"The description is longer than {MAX_DESCRIPTION} characters.", field="description")
+        raise InvalidInput(f"The description is longer than {MAX_DESCRIPTION} characters.",
+                           hint="Shorten it, or link to a longer document.", field="description")
     if "\x00" in text:
-        raise InvalidInput("The description contains a NUL character.", field="description")
+        raise InvalidInput("The description contains a NUL character.",
+                           hint="Remove it; the text was probably pasted from a binary file.", field="description")
     return text
 
 
@@ -50,7 +54,8 @@ def _clean_assignee(assignee: str | None) -> str | None:
     if assignee is None or assignee == "":
         return None
     if not ASSIGNEE_RE.match(assignee):
-        raise InvalidInput(f"{assignee!r} is not a user name.", field="assignee")
+        raise InvalidInput(f"{assignee!r} is not a user name.",
+                           hint="Give the assignee's user name, e.g. 'ada', or leave it out.", field="assignee")
     return assignee
 
 

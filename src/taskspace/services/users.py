@@ -253,7 +253,8 @@ async def create_api_token(*, session: AsyncSession, user: User, name: str) -> t
     """A personal API token: the secret is returned once and stored only as a hash."""
     name = (name or "").strip()
     if not name or len(name) > 64 or any(ord(c) < 0x20 for c in name):
-        raise InvalidInput("Give the token a name of 1 to 64 characters.", field="name")
+        raise InvalidInput("Give the token a name of 1 to 64 characters, on one line.",
+                           hint="Name it after where it is used, e.g. 'laptop' or 'ci'.", field="name")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(user_id=user.id, name=name, token_hash=_hash(token))
     session.add(row)

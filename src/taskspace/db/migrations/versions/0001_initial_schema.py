@@ -2,11 +2,12 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 13:23:31.167200
+Create Date: 2026-11-21 13:32:05.566948
 """
 
-import sqlalchemy as sa
 from alembic import op
+import sqlalchemy as sa
+
 
 revision = '0001'
 down_revision = None
@@ -63,6 +64,14 @@ def upgrade() -> None:
     sa.Column('cpus', sa.Float(), nullable=True),
     sa.Column('memory_bytes', sa.BigInteger(), nullable=True),
     sa.Column('pids_limit', sa.Integer(), nullable=True),
+    sa.Column('max_age_seconds', sa.Integer(), nullable=True),
+    sa.Column('idle_stop_seconds', sa.Integer(), nullable=True),
+    sa.Column('tracker_sealed', sa.LargeBinary(), nullable=True),
+    sa.Column('tracker_wrapped', sa.LargeBinary(), nullable=True),
+    sa.Column('tracker_key_id', sa.String(length=32), nullable=True),
+    sa.Column('tracker_synced_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('tracker_stale_since', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('tracker_error', sa.Text(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_projects')),
     sa.UniqueConstraint('key', name=op.f('uq_projects_key')),
@@ -82,6 +91,7 @@ def upgrade() -> None:
     sa.Column('last_login_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('notify_email', sa.Boolean(), nullable=False),
     sa.Column('notify_webhook_url', sa.String(length=2048), nullable=True),
+    sa.Column('tracker_accounts', sa.JSON(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_users')),
     sa.UniqueConstraint('oidc_issuer', 'oidc_subject', name=op.f('uq_users_oidc_issuer')),
     sa.UniqueConstraint('username', name=op.f('uq_users_username'))
@@ -132,6 +142,29 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_git_tokens_key_id'), ['key_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_git_tokens_user_id'), ['user_id'], unique=False)
 
+    op.create_table('notifications',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=True),
+    sa.Column('workspace_id', sa.String(length=32), nullable=True),
+    sa.Column('kind', sa.String(length=40), nullable=False),
+    sa.Column('channel', sa.String(length=20), nullable=False),
+    sa.Column('target', sa.String(length=2048), nullable=False),
+    sa.Column('subject', sa.String(length=300), nullable=False),
+    sa.Column('body', sa.Text(), nullable=False),
+    sa.Column('payload', sa.JSON(), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('error', sa.Text(), nullable=True),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_notifications_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_notifications'))
+    )
+    with op.batch_alter_table('notifications', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_notifications_created_at'), ['created_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_notifications_next_attempt_at'), ['next_attempt_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_notifications_workspace_id'), ['workspace_id'], unique=False)
+
     op.create_table('repos',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('project_id', sa.Integer(), nullable=False),
@@ -157,6 +190,8 @@ def upgrade() -> None:
     sa.Column('status_category', sa.String(length=20), nullable=False),
     sa.Column('assignee', sa.String(length=200), nullable=True),
     sa.Column('url', sa.String(length=2048), nullable=True),
+    sa.Column('reference', sa.String(length=300), nullable=True),
+    sa.Column('external_id', sa.String(length=100), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('status_changed_at', sa.DateTime(timezone=True), nullable=False),
@@ -183,6 +218,17 @@ def upgrade() -> None:
     with op.batch_alter_table('web_sessions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_web_sessions_user_id'), ['user_id'], unique=False)
 
+    op.create_table('webhook_deliveries',
+    sa.Column('tracker', sa.String(length=40), nullable=False),
+    sa.Column('delivery_id', sa.String(length=200), nullable=False),
+    sa.Column('project_id', sa.Integer(), nullable=True),
+    sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['project_id'], ['projects.id'], name=op.f('fk_webhook_deliveries_project_id_projects'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('tracker', 'delivery_id', name=op.f('pk_webhook_deliveries'))
+    )
+    with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_webhook_deliveries_received_at'), ['received_at'], unique=False)
+
     op.create_table('workspaces',
     sa.Column('id', sa.String(length=32), nullable=False),
     sa.Column('ticket_id', sa.Integer(), nullable=False),
@@ -206,6 +252,8 @@ def upgrade() -> None:
     sa.Column('ready_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('ready_seconds', sa.Float(), nullable=True),
     sa.Column('last_started_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('first_opened_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('last_active_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('purge_due_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('purge_retry_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('purged_at', sa.DateTime(timezone=True), nullable=True),
@@ -311,6 +359,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_workspaces_owner_id'))
 
     op.drop_table('workspaces')
+    with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_webhook_deliveries_received_at'))
+
+    op.drop_table('webhook_deliveries')
     with op.batch_alter_table('web_sessions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_web_sessions_user_id'))
 
@@ -325,6 +377,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_repos_project_id'))
 
     op.drop_table('repos')
+    with op.batch_alter_table('notifications', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_notifications_workspace_id'))
+        batch_op.drop_index(batch_op.f('ix_notifications_next_attempt_at'))
+        batch_op.drop_index(batch_op.f('ix_notifications_created_at'))
+
+    op.drop_table('notifications')
     with op.batch_alter_table('git_tokens', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_git_tokens_user_id'))
         batch_op.drop_index(batch_op.f('ix_git_tokens_key_id'))
