@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     trusted_proxies: list[str] = Field(default_factory=list, description="Addresses of reverse proxies whose "
                                        "X-Forwarded-For is believed (audit log source addresses).")
     reconcile_interval: float = Field(10.0, gt=0, description="Seconds between reconcile passes.")
+    tracker_sync_interval: float = Field(60.0, gt=0, description="Seconds between incremental syncs of each "
+                                         "external tracker (webhooks act at once).")
     orphan_grace: float = Field(600.0, ge=0, description="Seconds an unowned engine resource is "
                                 "kept before it is removed.")
     lease_seconds: float = Field(30.0, gt=0, description="How long the reconciler's leadership "
@@ -98,6 +100,27 @@ class Settings(BaseSettings):
     metrics_interval: float = Field(60.0, gt=0, description="Seconds between two samples of the running "
                                     "workspaces' CPU, memory and disk use (dashboard and /metrics).")
     metrics_retention_days: float = Field(14.0, gt=0, description="Days resource samples are kept.")
+    activity_check_interval: float = Field(60.0, gt=0, description="Seconds between two checks of the running "
+                                           "workspaces for an attached IDE (usage analytics' last activity).")
+    smtp_host: str | None = Field(None, description="SMTP server that sends notification emails; None: no email.")
+    smtp_port: int = Field(587, ge=1, le=65535, description="Port of the SMTP server.")
+    smtp_security: Literal["starttls", "tls", "none"] = Field(
+        "starttls", description="'starttls' (upgrade after connecting, usually port 587), 'tls' (TLS from the "
+        "start, usually 465) or 'none' (a relay on a trusted network).")
+    smtp_username: str | None = Field(None, description="SMTP login; None: send without logging in.")
+    smtp_password: SecretStr | None = Field(None, description="SMTP password of smtp_username.")
+    smtp_from: str = Field("taskspace <taskspace@localhost>", description="From address of notification "
+                           "emails, e.g. 'taskspace <taskspace@example.com>'.")
+    notify_webhook_url: str | None = Field(None, description="A JSON (Slack-compatible) webhook that receives "
+                                           "every notification, e.g. a team's channel.")
+    notification_retries: int = Field(8, ge=0, description="Times a failed notification is retried (with "
+                                      "exponential back-off) before it is given up.")
+    housekeeping_interval: float = Field(300.0, gt=0, description="Seconds between housekeeping rounds "
+                                         "(disk space check, retention).")
+    disk_alert_percent: float = Field(90.0, ge=0, le=100, description="Admins are told when the data dir's or "
+                                      "the engine's storage is fuller than this, in percent.")
+    retention_days: float = Field(30.0, gt=0, description="Days build logs, events of purged workspaces, "
+                                  "tracker deliveries and sent notifications are kept.")
     failpoints: str = Field("", description="Testing hook: 'step=seconds,...' pauses before steps.")
 
     @classmethod

@@ -118,7 +118,7 @@ async def test_a_grace_period_schedules_the_purge_and_a_reopened_ticket_cancels_
     assert (ws.desired, ws.state, ws.version) == ("stopped", "stopped", 1)
     assert ws.purge_due_at == ticket.status_changed_at + timedelta(seconds=3600)
     scheduled = f"purge scheduled for {ws.purge_due_at:%Y-%m-%d %H:%M UTC}"
-    assert notes == [f"{scheduled}: ticket is Done (category done), grace period of 3600s"]
+    assert notes == [f"{scheduled}: ticket is Done (category done), grace period of 1h"]
 
     await reconciler.run_pass()  # nothing changed: nothing written
     assert (await load(rt, workspace_id))[0].version == 1

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -223,6 +224,25 @@ def api_token_revoke(token_id: int) -> None:
     out.print(f"Revoked API token {token_id}.")
 
 
+policy_app = typer.Typer(help="The purge policy.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("preview")
+def policy_preview(project: Annotated[str | None, typer.Argument(help="Only this project")] = None,
+                   as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """What the next reconcile pass would do to each workspace, and why. Changes nothing."""
+    rows = _client().call("GET", "/policy/preview", params={"project": project} if project else None)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("ticket", "owner", "state", "next", "when", "why")
+    for r in rows:
+        table.add_row(r["key"], r["owner"], r["state"], r["action"], (r["at"] or "-")[:16].replace("T", " "),
+                      r["reason"])
+    out.print(table)
+
+
 @app.command()
 def reconcile(once: Annotated[bool, typer.Option("--once", help="Run one pass and exit")] = True) -> None:
     """Run one reconcile pass on the server now and wait for the work it starts."""
@@ -247,13 +267,61 @@ def project_add(
     cpus: Annotated[float | None, typer.Option(help="CPUs per container (default: the server's)")] = None,
     memory: Annotated[str | None, typer.Option(help="Memory per container, e.g. 4g")] = None,
     pids: Annotated[int | None, typer.Option(help="Process limit per container")] = None,
+    tracker: Annotated[str, typer.Option(help="builtin, jira, gitlab or github")] = "builtin",
+    tracker_config_file: Annotated[Path | None, typer.Option(
+        "--tracker-config-file", help="JSON file with the tracker's settings (credentials included)")] = None,
+    max_age: Annotated[str | None, typer.Option(help="Purge workspaces older than this, e.g. 30d")] = None,
+    idle_stop: Annotated[str | None, typer.Option(help="Stop workspaces unused for this long, e.g. 8h")] = None,
 ) -> None:
     """Register a project made of one or more git repositories (admins)."""
     body = {"name": name, "repos": repo, "dockerfile": dockerfile, "purge_on": purge_on, "grace": grace,
-            "key": key, "cpus": cpus, "memory": memory, "pids": pids}
+            "key": key, "cpus": cpus, "memory": memory, "pids": pids, "tracker": tracker,
+            "tracker_config": _read_config(tracker_config_file) or {}, "max_age": max_age,
+            "idle_stop": idle_stop}
     project = _client().call("POST", "/projects", json_body=body, timeout=300)
     out.print(f"Project {project['name']} ({project['key']}) with "
               + ", ".join(f"{r['name']}@{r['default_branch']}" for r in project["repos"]))
+
+
+def _read_config(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CliError(f"Cannot read the tracker config {path}: {exc}", "Give a JSON object in a file.") from None
+    if not isinstance(data, dict):
+        raise CliError(f"The tracker config {path} is not a JSON object.")
+    return data
+
+
+@project_app.command("set")
+def project_set(
+    name: str,
+    purge_on: Annotated[list[str] | None, typer.Option("--purge-on", help="Statuses that end a workspace")] = None,
+    purge_on_category: Annotated[str | None, typer.Option(help="todo, in_progress, done or none")] = None,
+    grace: Annotated[str | None, typer.Option(help="Grace period before a purge, e.g. 24h")] = None,
+    max_age: Annotated[str | None, typer.Option(help="e.g. 30d, or never")] = None,
+    idle_stop: Annotated[str | None, typer.Option(help="e.g. 8h, or never")] = None,
+    tracker: Annotated[str | None, typer.Option(help="builtin, jira, gitlab or github")] = None,
+    tracker_config_file: Annotated[Path | None, typer.Option("--tracker-config-file")] = None,
+) -> None:
+    """Change a project's purge policy or tracker link (admins)."""
+    body = {"purge_on": purge_on, "purge_on_category": purge_on_category, "grace": grace, "max_age": max_age,
+            "idle_stop": idle_stop, "tracker": tracker, "tracker_config": _read_config(tracker_config_file)}
+    project = _client().call("PATCH", f"/projects/{name}", json_body={k: v for k, v in body.items() if v is not None})
+    out.print(f"Project {project['name']}: tracker {project['tracker']}, purge on "
+              f"{project['purge_on_category'] or '-'} {', '.join(project['purge_on_statuses'])}, "
+              f"grace {project['purge_grace_seconds']}s.")
+
+
+@project_app.command("sync")
+def project_sync(name: str) -> None:
+    """Fetch the project's tickets from its tracker now (admins)."""
+    project = _client().call("POST", f"/projects/{name}/sync", timeout=600)
+    if project["tracker_stale_since"]:
+        raise CliError(f"The tracker could not be read: {project['tracker_error']}")
+    out.print(f"Synced {project['name']} at {project['tracker_synced_at']}.")
 
 
 @project_app.command("list")

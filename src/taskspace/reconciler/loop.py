@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -22,9 +23,9 @@ from sqlalchemy import Row, select, update
 from taskspace.core.errors import BackendError
 from taskspace.core.states import Desired, State
 from taskspace.db.engine import transaction
-from taskspace.db.models import Event, Orphan, Project, Ticket, Workspace, utcnow
+from taskspace.db.models import Event, Orphan, Workspace, utcnow
 from taskspace.plugins.backends.base import OwnedResource
-from taskspace.services import leases, metrics, purge_policy, redaction
+from taskspace.services import activity, leases, metrics, policy, redaction, tracker_sync
 from taskspace.services.lifecycle.driver import drive, next_phase
 from taskspace.services.runtime import Runtime
 
@@ -38,6 +39,7 @@ class PassReport:
     jobs_started: list[str] = field(default_factory=list)
     restarted: list[str] = field(default_factory=list)
     purges_requested: list[str] = field(default_factory=list)
+    stops_requested: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
     orphans_removed: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -49,7 +51,7 @@ class Reconciler:
         self.jobs: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
         self._loop_task: asyncio.Task[None] | None = None
-        self._metrics_task: asyncio.Task[None] | None = None
+        self._background: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(rt.settings.max_parallel_jobs)
         self._pass_lock = asyncio.Lock()
         self.is_leader = False
@@ -62,7 +64,7 @@ class Reconciler:
     async def close(self) -> None:
         """Stop the loop and the jobs. Work in flight resumes on the next start (every step is
         idempotent), so cancelling is safe."""
-        tasks = [t for t in (self._loop_task, self._metrics_task, *self.jobs.values()) if t]
+        tasks = [t for t in (self._loop_task, *self._background.values(), *self.jobs.values()) if t]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -92,9 +94,8 @@ class Reconciler:
                 raise
             except Exception:
                 log.exception("reconcile pass failed; retrying")
-            if self.is_leader and (self._metrics_task is None or self._metrics_task.done()):
-                # A task: a slow engine answer must not hold up the passes.
-                self._metrics_task = asyncio.create_task(self.sample_metrics(), name="metrics")
+            if self.is_leader:
+                self._start_periodic()
             try:
                 timeout = max(0.0, interval - (time.monotonic() - last_pass))
                 await asyncio.wait_for(self.rt.bus.reconcile_requested.wait(), timeout)
@@ -106,15 +107,31 @@ class Reconciler:
         self.is_leader = await leases.acquire(self.rt, LEASE, ttl=self.rt.settings.lease_seconds)
         return self.is_leader
 
-    async def sample_metrics(self) -> None:
-        """Sample the running workspaces' resource use when due (``metrics.sample`` keeps the
-        pace). Kept out of ``run_pass``; a failure is logged and never stops the loop."""
+    def periodic_jobs(self) -> dict[str, Callable[[], Awaitable[object]]]:
+        """Work beside the passes. Each job decides itself whether it is due, so calling it
+        often is cheap; each runs as a task of its own, so a slow engine or tracker never holds
+        up the passes, and a failure is logged and never stops the loop."""
+        settings = self.rt.settings
+        return {
+            "metrics": lambda: metrics.sample(self.rt),
+            "trackers": lambda: tracker_sync.sync_due(self.rt, interval=settings.tracker_sync_interval),
+            "activity": lambda: activity.check_ides(self.rt),
+        }
+
+    def _start_periodic(self) -> None:
+        for name, job in self.periodic_jobs().items():
+            task = self._background.get(name)
+            if task is None or task.done():
+                self._background[name] = asyncio.create_task(self._guarded(name, job), name=name)
+
+    @staticmethod
+    async def _guarded(name: str, job: Callable[[], Awaitable[object]]) -> None:
         try:
-            await metrics.sample(self.rt)
+            await job()
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("sampling the workspaces' resource use failed; trying again next interval")
+            log.exception("periodic job %s failed; it runs again when next due", name)
 
     def kick(self, workspace_id: str) -> None:
         """Drive one workspace now (this process must be the leader)."""
@@ -197,41 +214,11 @@ class Reconciler:
                         report.restarted.append(ws.id)
 
     async def _apply_policy(self, report: PassReport) -> None:
-        """Purge what the policy makes due; keep purge_due_at current for people to see."""
-        now = utcnow()
+        """Purge or stop what the policy makes due; keep purge_due_at current for people to see."""
         async with transaction(self.rt.sessions) as session:
-            candidates = (await session.execute(
-                select(Workspace.id, Workspace.purge_due_at, Ticket.status, Ticket.status_category,
-                       Ticket.status_changed_at, Project.purge_on_category, Project.purge_on_statuses,
-                       Project.purge_grace_seconds)
-                .join(Ticket, Ticket.id == Workspace.ticket_id)
-                .join(Project, Project.id == Workspace.project_id)
-                .where(Workspace.state.not_in([State.PURGED.value, State.PURGING.value, State.PURGE_BLOCKED.value]),
-                       Workspace.desired != Desired.PURGED.value))).all()
-            for ws in candidates:
-                decision = purge_policy.decide(
-                    status=ws.status, status_category=ws.status_category,
-                    status_changed_at=ws.status_changed_at, purge_on_category=ws.purge_on_category,
-                    purge_on_statuses=list(ws.purge_on_statuses or []),
-                    grace_seconds=ws.purge_grace_seconds)
-                values: dict[str, object] = {}
-                if decision.due_at is not None and decision.due_at <= now:
-                    values = {"desired": Desired.PURGED.value, "purge_due_at": decision.due_at}
-                    session.add(Event(workspace_id=ws.id, actor="policy", kind="note",
-                                      reason=f"purge requested by policy: {decision.reason}"))
-                    report.purges_requested.append(ws.id)
-                elif decision.due_at != ws.purge_due_at:
-                    values = {"purge_due_at": decision.due_at}
-                    if decision.due_at is None:
-                        session.add(Event(workspace_id=ws.id, actor="policy", kind="note",
-                                          reason="scheduled purge cancelled: the ticket is active again"))
-                    else:
-                        session.add(Event(workspace_id=ws.id, actor="policy", kind="note",
-                                          reason=f"purge scheduled for {decision.due_at:%Y-%m-%d %H:%M UTC}: "
-                                                 f"{decision.reason}"))
-                if values:
-                    await session.execute(update(Workspace).where(Workspace.id == ws.id)
-                                          .values(**values, version=Workspace.version + 1, updated_at=now))
+            applied = await policy.apply(session=session)
+        report.purges_requested.extend(applied.purges)
+        report.stops_requested.extend(applied.stops)
 
     async def _orphans(self, observed: list[OwnedResource], known: set[str], report: PassReport) -> None:
         """Resources no live workspace owns: note when first seen, remove after the grace period."""

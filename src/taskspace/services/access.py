@@ -14,7 +14,7 @@ from taskspace.core.roles import Access
 from taskspace.core.states import State
 from taskspace.db.models import User, Workspace
 from taskspace.plugins.backends.base import SupportsPorts, SupportsTerminal, Terminal
-from taskspace.services import workspaces
+from taskspace.services import activity, workspaces
 from taskspace.services.runtime import Runtime
 
 #: How long a forwarded port's address stays valid once handed out.
@@ -27,7 +27,8 @@ def _ready(ws: Workspace) -> None:
 
 
 async def open_terminal(rt: Runtime, *, user: User, ref: str, cols: int, rows: int) -> tuple[Workspace, Terminal]:
-    """A login shell as the workspace's user, in /workspace."""
+    """A login shell as the workspace's user, in /workspace. Opening it and typing in it mark
+    the workspace active (``services.activity``)."""
     if not isinstance(rt.backend, SupportsTerminal):
         raise Conflict("This backend has no terminals.", hint="Use 'taskspace ws exec'.")
     async with rt.readers() as session:
@@ -39,7 +40,8 @@ async def open_terminal(rt: Runtime, *, user: User, ref: str, cols: int, rows: i
         ws.id, user=env.get("remote_user") or env.get("container_user"), workdir="/workspace",
         env={**(env.get("remote_env") or {}), "TASKSPACE_TICKET": key},
         cols=max(10, min(cols, 500)), rows=max(5, min(rows, 300)))
-    return ws, terminal
+    await activity.mark_active(rt, ws.id, "terminal")
+    return ws, activity.ActiveTerminal(rt, ws.id, terminal)
 
 
 def _serializer(rt: Runtime) -> URLSafeTimedSerializer:
@@ -70,7 +72,8 @@ class PortTarget:
 
 
 async def resolve_port_link(rt: Runtime, *, token: str) -> PortTarget:
-    """Where a signed port path leads, if it is genuine, recent, and its owner still may enter."""
+    """Where a signed port path leads, if it is genuine, recent, and its owner still may enter.
+    Each request through it marks the workspace active (``services.activity`` keeps the pace)."""
     try:
         data = _serializer(rt).loads(token, max_age=PORT_LINK_SECONDS)
     except SignatureExpired:
@@ -88,4 +91,5 @@ async def resolve_port_link(rt: Runtime, *, token: str) -> PortTarget:
     if not isinstance(rt.backend, SupportsPorts):
         raise Conflict("This backend cannot forward ports.")
     host, port = await rt.backend.port_address(ws.id, int(data["p"]))
+    await activity.mark_active(rt, ws.id, "port")
     return PortTarget(workspace_id=ws.id, host=host, port=port)

@@ -39,12 +39,20 @@ class Column:
 
 
 @dataclass
+class StaleTracker:
+    project: str
+    since: datetime
+    error: str | None
+
+
+@dataclass
 class Board:
     columns: list[Column]
     projects: list[str]
     project: str | None
     text: str
     total: int
+    stale: list[StaleTracker] = field(default_factory=list)
 
 
 def _days(since: datetime, now: datetime) -> int:
@@ -81,4 +89,7 @@ async def board(*, session: AsyncSession, user: User, project: str | None = None
     projects = list(await session.scalars(
         select(Project.name).join(Ticket).where(Ticket.assignee == user.username).distinct().order_by(Project.name)))
     ordered = sorted(columns.values(), key=lambda c: (_CATEGORY_ORDER.get(c.category, 9), c.status))
-    return Board(columns=ordered, projects=projects, project=project, text=text, total=len(tickets))
+    stale = {t.project.name: StaleTracker(t.project.name, t.project.tracker_stale_since, t.project.tracker_error)
+             for t in tickets if t.project.tracker_stale_since is not None}
+    return Board(columns=ordered, projects=projects, project=project, text=text, total=len(tickets),
+                 stale=sorted(stale.values(), key=lambda s: s.project))

@@ -13,6 +13,7 @@ class Bus:
     def __init__(self) -> None:
         self._changed = asyncio.Condition()
         self.reconcile_requested = asyncio.Event()
+        self.notify_requested = asyncio.Event()
         self.pending: set[str] = set()
 
     def wake_reconciler(self, workspace_id: str | None = None) -> None:
@@ -22,6 +23,10 @@ class Bus:
         else:
             self.pending.add("*")
         self.reconcile_requested.set()
+
+    def wake_notifier(self) -> None:
+        """Ask the notification sender to look at the outbox now."""
+        self.notify_requested.set()
 
     def take_pending(self) -> set[str]:
         pending, self.pending = self.pending, set()

@@ -44,8 +44,8 @@ async def add(*, session: AsyncSession, vault: Vault, user: User, name: str, hos
         raise InvalidInput(f"{host!r} is not a host name.",
                            hint="Give the git host as it appears in repository URLs, e.g. github.com "
                                 "or git.example.com:8443.", field="host")
-    port = host.rsplit("]", 1)[-1].rpartition(":")[2]
-    if port and not 0 < int(port) <= 65535:
+    _, colon, port = host.rsplit("]", 1)[-1].rpartition(":")
+    if colon and not 0 < int(port) <= 65535:
         raise InvalidInput(f"{host!r} has a port out of range.", hint="A port is a number from 1 to 65535.",
                            field="host")
     _check_text(secret, "secret", MAX_SECRET)

@@ -15,8 +15,8 @@ from sqlalchemy import select
 
 from taskspace.core.errors import InvalidInput
 from taskspace.db.engine import transaction
-from taskspace.db.models import GitToken
-from taskspace.services import git_tokens
+from taskspace.db.models import GitToken, Project
+from taskspace.services import git_tokens, tracker_links
 from taskspace.services.runtime import Runtime
 from taskspace.services.vault import new_key_line
 
@@ -58,8 +58,12 @@ async def rotate(rt: Runtime, *, new_key: bool = True, prune: bool = False) -> R
                 report.rewrapped += git_tokens.rewrap(rt.vault, token)
         if len(batch) < BATCH:
             break
+    async with transaction(rt.sessions) as session:  # trackers' credentials (one row per project)
+        for project in await session.scalars(select(Project).where(Project.tracker_key_id != report.current)):
+            report.rewrapped += tracker_links.rewrap(project, rt.vault)
     async with rt.readers() as session:
         used = set(await session.scalars(select(GitToken.key_id).distinct()))
+        used |= {k for k in await session.scalars(select(Project.tracker_key_id).distinct()) if k}
     ring = rt.vault.keyring
     unused = [key_id for key_id in ring.keys if key_id != ring.current and key_id not in used]
     if prune and key_file is not None and unused:

@@ -30,7 +30,7 @@ from sqlalchemy.orm import aliased
 
 from taskspace.core.errors import Forbidden
 from taskspace.core.roles import Access, may
-from taskspace.core.states import State
+from taskspace.core.states import ACTIVE, State
 from taskspace.db.engine import transaction
 from taskspace.db.models import Meta, MetricSample, Project, Ticket, User, Workspace, utcnow
 from taskspace.plugins.backends.base import ResourceStats, SupportsStats
@@ -363,7 +363,9 @@ async def _storage(session: AsyncSession, where: Sequence[ColumnElement[bool]]) 
         select(Project.name, total, func.count(distinct(Workspace.id)))
         .select_from(Workspace).join(Project, Project.id == Workspace.project_id)
         .join(MetricSample, _latest_sample())
-        .where(Workspace.state != State.PURGED.value, MetricSample.disk_bytes.is_not(None), *where)
+        # IN, not !=: the planner then starts from the workspaces' state index, not from the samples.
+        .where(Workspace.state.in_(sorted(s.value for s in ACTIVE)), MetricSample.disk_bytes.is_not(None),
+               *where)
         .group_by(Project.name).order_by(total.desc(), Project.name).limit(STORAGE_PROJECTS))
     return [ProjectStorage(project=name, disk_bytes=_int(size) or 0, workspaces=count) for name, size, count in rows]
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,8 +20,10 @@ from taskspace.core.tickets import StatusCategory
 from taskspace.db.engine import transaction
 from taskspace.db.models import Project, Repo, User
 from taskspace.plugins.registry import load_tracker
-from taskspace.services import git_tokens
+from taskspace.plugins.trackers.base import LocalTickets
+from taskspace.services import git_tokens, tracker_links
 from taskspace.services.runtime import Runtime
+from taskspace.services.vault import Vault
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 MAX_REPOS = 20
@@ -47,6 +50,9 @@ class ProjectInput:
     cpus: float | None = None
     memory: str | None = None
     pids: int | None = None
+    tracker_config: dict[str, Any] = field(default_factory=dict)
+    max_age_seconds: float | None = None
+    idle_stop_seconds: float | None = None
 
 
 def derive_key(name: str) -> str:
@@ -93,21 +99,37 @@ def _validate(data: ProjectInput, rt: Runtime) -> tuple[str, list[RepoInput], li
                                hint="Name one explicitly with --repo NAME=URL.", field="repos")
         seen.add(repo.name)
     validate_dockerfile_path(data.dockerfile)
-    tracker = load_tracker(data.tracker)
-    workflow = tracker(tracker.config_model()).workflow()
-    statuses = []
-    for status in data.purge_on or []:
-        canonical = workflow.canonical(status)
-        if canonical is None:
-            names = ", ".join(s.name for s in workflow.statuses)
-            raise InvalidInput(f"{status!r} is not a status of the {data.tracker} tracker.",
-                               hint=f"Statuses: {names}.", field="purge_on")
-        statuses.append(canonical)
+    config = tracker_links.validate_config(data.tracker, data.tracker_config, project_key=key)
+    statuses = _statuses(data.tracker, config, data.purge_on or [])
+    _timer(data.max_age_seconds, "max_age")
+    _timer(data.idle_stop_seconds, "idle_stop")
     _limits(data)
     if data.purge_on_category is not None and data.purge_on_category not in set(StatusCategory):
         raise InvalidInput(f"{data.purge_on_category!r} is not a status category.",
                            hint="Use todo, in_progress or done.", field="purge_on_category")
     return key, repos, statuses
+
+
+def _statuses(tracker: str, config: Any, wanted: list[str]) -> list[str]:
+    """The purge statuses, spelled as the tracker does. A tracker whose statuses are not all
+    known in advance (Jira, labels) accepts any name."""
+    cls = load_tracker(tracker)
+    workflow = cls(config).workflow()
+    statuses = []
+    for status in wanted:
+        canonical = workflow.canonical(status)
+        if canonical is None and issubclass(cls, LocalTickets):
+            names = ", ".join(s.name for s in workflow.statuses)
+            raise InvalidInput(f"{status!r} is not a status of the {tracker} tracker.",
+                               hint=f"Statuses: {names}.", field="purge_on")
+        statuses.append(canonical or status.strip())
+    return statuses
+
+
+def _timer(seconds: float | None, field_name: str) -> None:
+    if seconds is not None and not 60 <= seconds <= 366 * 86400:
+        raise InvalidInput(f"{field_name} must be between a minute and a year.", hint="Give e.g. 30d or 8h.",
+                           field=field_name)
 
 
 def _limits(data: ProjectInput) -> int | None:
@@ -161,9 +183,13 @@ async def create(rt: Runtime, *, user: User, data: ProjectInput) -> Project:
             purge_on_category=data.purge_on_category, purge_on_statuses=statuses,
             purge_grace_seconds=int(data.grace_seconds), cpus=data.cpus, memory_bytes=_limits(data),
             pids_limit=data.pids,
+            max_age_seconds=int(data.max_age_seconds) if data.max_age_seconds else None,
+            idle_stop_seconds=int(data.idle_stop_seconds) if data.idle_stop_seconds else None,
             repos=[Repo(name=r.name, url=r.url.url, default_branch=d, is_primary=i == 0, position=i)
                    for i, (r, d) in enumerate(zip(repos, defaults, strict=True))],
         )
+        tracker_links.store(project, rt.vault, data.tracker,
+                            tracker_links.validate_config(data.tracker, data.tracker_config, project_key=key))
         session.add(project)
         try:
             await session.flush()
@@ -181,3 +207,66 @@ async def get(*, session: AsyncSession, ref: str) -> Project:
     if project is None:
         raise NotFound(f"No project named {ref!r}.", hint="See 'taskspace project list'.")
     return project
+
+
+@dataclass
+class ProjectPatch:
+    """Changes to a project; None leaves a setting as it is."""
+
+    purge_on: list[str] | None = None
+    purge_on_category: str | None = None
+    clear_purge_category: bool = False
+    grace_seconds: float | None = None
+    max_age_seconds: float | None = None
+    idle_stop_seconds: float | None = None
+    clear_timers: list[str] = field(default_factory=list)
+    cpus: float | None = None
+    memory: str | None = None
+    pids: int | None = None
+    tracker: str | None = None
+    tracker_config: dict[str, Any] | None = None
+
+
+async def update(*, session: AsyncSession, vault: Vault, user: User, ref: str, patch: ProjectPatch) -> Project:
+    """Change a project's policy, limits or tracker link (admins). Validated before anything
+    changes; the purge policy applies the new rules on the next pass."""
+    require_admin(user.role, "change projects")
+    project = await get(session=session, ref=ref)
+    tracker = patch.tracker or project.tracker
+    if patch.tracker is not None or patch.tracker_config is not None:
+        if patch.tracker_config is None and patch.tracker != project.tracker:
+            raise InvalidInput("A new tracker needs its config.", hint="Give tracker_config too.",
+                               field="tracker_config")
+        config = tracker_links.validate_config(tracker, patch.tracker_config or {}, project_key=project.key)
+        tracker_links.store(project, vault, tracker, config)
+        project.tracker_synced_at = project.tracker_stale_since = project.tracker_error = None
+    if patch.purge_on is not None:
+        project.purge_on_statuses = _statuses(tracker, tracker_links.tracker_for(project, vault).config,
+                                              patch.purge_on)
+    if patch.clear_purge_category:
+        project.purge_on_category = None
+    elif patch.purge_on_category is not None:
+        if patch.purge_on_category not in set(StatusCategory):
+            raise InvalidInput(f"{patch.purge_on_category!r} is not a status category.",
+                               hint="Use todo, in_progress or done.", field="purge_on_category")
+        project.purge_on_category = patch.purge_on_category
+    if patch.grace_seconds is not None:
+        project.purge_grace_seconds = int(patch.grace_seconds)
+    for name in ("max_age_seconds", "idle_stop_seconds"):
+        value = getattr(patch, name)
+        if value is not None:
+            _timer(value, name.removesuffix("_seconds"))
+            setattr(project, name, int(value))
+        if name.removesuffix("_seconds") in patch.clear_timers:
+            setattr(project, name, None)
+    limits = ProjectInput(name=project.name, repos=["-"], cpus=patch.cpus, memory=patch.memory, pids=patch.pids)
+    memory = _limits(limits)
+    if patch.cpus is not None:
+        project.cpus = patch.cpus
+    if memory is not None:
+        project.memory_bytes = memory
+    if patch.pids is not None:
+        project.pids_limit = patch.pids
+    await session.flush()
+    return project
+

@@ -26,7 +26,7 @@ from taskspace.core.workspace_scripts import STARTUP_LOG
 from taskspace.db.engine import transaction
 from taskspace.db.models import Event, Repo, Ticket, User, Workspace, WorkspaceRepo, utcnow
 from taskspace.plugins.backends.base import ExecChunk, SupportsFileRead, SupportsIdeAttach
-from taskspace.services import git_tokens
+from taskspace.services import activity, git_tokens
 from taskspace.services.lifecycle.preflight import PreflightInput, RepoChoice, run_preflight
 from taskspace.services.lifecycle.prepare import build_log_path
 from taskspace.services.runtime import Runtime
@@ -306,11 +306,13 @@ def _check_argv(argv: list[str]) -> None:
 
 
 async def exec_stream(rt: Runtime, ws: Workspace, argv: list[str]) -> AsyncIterator[ExecChunk | int]:
-    """Run ``argv`` in the ready workspace, in the primary repository, as the workspace user."""
+    """Run ``argv`` in the ready workspace, in the primary repository, as the workspace user.
+    Marks the workspace active (``services.activity``)."""
     _check_argv(argv)
     if ws.state != State.READY.value:
         raise Conflict(f"The workspace is {ws.state}, not ready.",
                        hint=f"Start it with 'taskspace ws start {ws.ticket.key} --wait'.")
+    await activity.mark_active(rt, ws.id, "exec")
     plan = ws.plan or {}
     env = plan.get("environment", {})
     user = env.get("remote_user") or env.get("container_user")

@@ -25,7 +25,7 @@ from taskspace.reconciler.loop import Reconciler
 from taskspace.services import redaction
 from taskspace.services.runtime import Runtime, build_runtime, open_vault
 from taskspace.settings import Settings
-from taskspace.web.api import projects, system, tickets, tokens, users, workspaces
+from taskspace.web.api import analytics, hooks, policy, projects, system, tickets, tokens, users, workspaces
 from taskspace.web.audit import AuditMiddleware
 from taskspace.web.ui import auth, dashboard, pages, terminal
 from taskspace.web.ui.pages import SignInRequired, sign_in_redirect
@@ -158,8 +158,11 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, run_reconc
     async def _sign_in(request: Request, exc: SignInRequired) -> Response:
         return sign_in_redirect(request, exc)
 
-    for router in (system.router, users.router, projects.router, tokens.router, tickets.router, workspaces.router):
+    for router in (system.router, users.router, projects.router, tokens.router, tickets.router, workspaces.router,
+                   policy.router):
         app.include_router(router, prefix="/api/v1")
+    app.include_router(analytics.router, prefix="/api/v1")
+    app.include_router(hooks.router)
     app.include_router(auth.router)
     app.include_router(dashboard.router)
     app.include_router(terminal.router)

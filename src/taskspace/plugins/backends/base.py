@@ -242,6 +242,24 @@ class SupportsStats(ABC):
         with a bounded number of engine calls (not a slow streaming read per container)."""
 
 
+class SupportsProcessList(ABC):
+    """Capability: the processes running in workspace containers (to see an attached IDE)."""
+
+    @abstractmethod
+    async def process_commands(self, workspace_ids: list[str]) -> dict[str, list[str]]:
+        """The command line of every process in each running workspace container of
+        ``workspace_ids`` (others are left out), with one engine call per running container."""
+
+
+class SupportsStoragePath(ABC):
+    """Capability: where the engine keeps images, containers and volumes (for disk alerts)."""
+
+    @abstractmethod
+    async def storage_path(self) -> str | None:
+        """The engine's data directory as the engine names it (e.g. ``/var/lib/docker``), or
+        None when it does not say. It may be on another host: the caller checks it exists."""
+
+
 class SupportsFileRead(ABC):
     """Capability: read a file from a workspace's volume, also while it is stopped."""
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from taskspace.core.environment import EnvironmentSummary
 from taskspace.db.models import Event, GitToken, Project, Ticket, Workspace
+from taskspace.services import tracker_links
 
 
 class Body(BaseModel):
@@ -42,6 +43,27 @@ class ProjectIn(Body):
     memory: str | None = Field(None, description="Memory per container, e.g. 4g (default: the server's)",
                                max_length=20)
     pids: int | None = Field(None, description="Process limit per container (default: the server's)")
+    tracker: str = Field("builtin", description="Where tickets come from: builtin, jira, gitlab or github",
+                         max_length=40)
+    tracker_config: dict[str, Any] = Field(default_factory=dict, description="The tracker's settings; "
+                                           "credentials are stored sealed and never returned")
+    max_age: str | None = Field(None, description="Purge workspaces older than this, e.g. 30d (default: never)",
+                                max_length=20)
+    idle_stop: str | None = Field(None, description="Stop workspaces unused for this long, e.g. 8h (default: never)",
+                                  max_length=20)
+
+
+class ProjectPatchIn(Body):
+    purge_on: list[str] | None = Field(None, max_length=20)
+    purge_on_category: str | None = Field(None, description="todo, in_progress, done, or 'none'")
+    grace: str | None = Field(None, max_length=20)
+    max_age: str | None = Field(None, description="e.g. 30d, or 'never'", max_length=20)
+    idle_stop: str | None = Field(None, description="e.g. 8h, or 'never'", max_length=20)
+    cpus: float | None = None
+    memory: str | None = Field(None, max_length=20)
+    pids: int | None = None
+    tracker: str | None = Field(None, max_length=40)
+    tracker_config: dict[str, Any] | None = None
 
 
 class RepoOut(BaseModel):
@@ -62,6 +84,12 @@ class ProjectOut(BaseModel):
     cpus: float | None
     memory_bytes: int | None
     pids_limit: int | None
+    max_age_seconds: int | None
+    idle_stop_seconds: int | None
+    tracker_config: dict[str, Any]
+    tracker_synced_at: datetime | None
+    tracker_stale_since: datetime | None
+    tracker_error: str | None
     repos: list[RepoOut]
 
     @classmethod
@@ -69,7 +97,9 @@ class ProjectOut(BaseModel):
         return cls(key=p.key, name=p.name, tracker=p.tracker, dockerfile=p.dockerfile,
                    purge_on_category=p.purge_on_category, purge_on_statuses=list(p.purge_on_statuses or []),
                    purge_grace_seconds=p.purge_grace_seconds, cpus=p.cpus, memory_bytes=p.memory_bytes,
-                   pids_limit=p.pids_limit,
+                   pids_limit=p.pids_limit, max_age_seconds=p.max_age_seconds, idle_stop_seconds=p.idle_stop_seconds,
+                   tracker_config=tracker_links.describe(p), tracker_synced_at=p.tracker_synced_at,
+                   tracker_stale_since=p.tracker_stale_since, tracker_error=p.tracker_error,
                    repos=[RepoOut(name=r.name, url=r.url, default_branch=r.default_branch, primary=r.is_primary)
                           for r in p.repos])
 
@@ -238,6 +268,7 @@ class ReconcileOut(BaseModel):
     jobs_started: list[str]
     restarted: list[str]
     purges_requested: list[str]
+    stops_requested: list[str]
     orphans: list[str]
     orphans_removed: list[str]
     seconds: float

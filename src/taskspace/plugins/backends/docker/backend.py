@@ -41,7 +41,9 @@ from taskspace.plugins.backends.base import (
     SupportsIdeAttach,
     SupportsLocalBaseImage,
     SupportsPorts,
+    SupportsProcessList,
     SupportsStats,
+    SupportsStoragePath,
     SupportsTerminal,
     Terminal,
     WorkspaceSpec,
@@ -80,7 +82,8 @@ def _parse_time(value: str | None) -> datetime | None:
 
 
 class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseImage, ChecksImages,
-                    SupportsIdeAttach, SupportsTerminal, SupportsPorts):
+                    SupportsIdeAttach, SupportsTerminal, SupportsPorts, SupportsProcessList,
+                    SupportsStoragePath):
     name = "docker"
     config_model = DockerBackendConfig
     config: DockerBackendConfig
@@ -548,6 +551,11 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
     async def ensure_local_base_image(self, log: LogSink) -> str:
         return await self._run(base_image.ensure_base_image, self._docker(), log=log)
 
+    async def storage_path(self) -> str | None:
+        """``DockerRootDir`` of the engine's info (one call)."""
+        info = await self._run(lambda: self._docker().info())
+        return info.get("DockerRootDir") or None
+
     async def sample(self, workspace_ids: list[str]) -> dict[str, ResourceStats]:
         """One list call, one disk-usage call (volumes' sizes), one one-shot stats call per
         running workspace container."""
@@ -578,6 +586,42 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
                     disk_bytes=size if size is not None and size >= 0 else None)
             return found
         return await self._run(work)
+
+    async def process_commands(self, workspace_ids: list[str]) -> dict[str, list[str]]:
+        """One list call, then the engine's ``top`` of each running workspace container, a few
+        at a time. A container that stopped in between is left out."""
+        wanted = set(workspace_ids)
+
+        def running() -> list[tuple[str, str]]:
+            flt = specs.owned_filter(self.installation)
+            flt["label"].append(f"{LABEL_ROLE}=workspace")
+            return [(c["Labels"][LABEL_WORKSPACE], c["Id"])
+                    for c in self._docker().api.containers(filters={**flt, "status": ["running"]})
+                    if c["Labels"].get(LABEL_WORKSPACE) in wanted]
+
+        def top(container_id: str) -> list[str] | None:
+            try:
+                listing = self._docker().api.top(container_id)
+            except docker.errors.NotFound:
+                return None
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:  # not running any more
+                    return None
+                raise
+            titles = listing.get("Titles") or []
+            column = next((i for i, t in enumerate(titles) if t in {"CMD", "COMMAND"}), len(titles) - 1)
+            return [str(p[column]) for p in listing.get("Processes") or [] if 0 <= column < len(p)]
+
+        containers = await self._run(running)
+        slots = asyncio.Semaphore(8)
+
+        async def one(container_id: str) -> list[str] | None:
+            async with slots:
+                return await self._run(top, container_id)
+
+        found = await asyncio.gather(*(one(container_id) for _, container_id in containers))
+        return {workspace_id: commands for (workspace_id, _), commands in zip(containers, found, strict=True)
+                if commands is not None}
 
 
 class DockerTerminal(Terminal):
