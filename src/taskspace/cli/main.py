@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
+from taskspace.cli.analytics import analytics
 from taskspace.cli.client import Client, CliError
 from taskspace.core.errors import TaskspaceError
 from taskspace.settings import Settings, load_settings
@@ -251,6 +252,9 @@ def reconcile(once: Annotated[bool, typer.Option("--once", help="Run one pass an
               f"restarted {len(report['restarted'])}, purges requested {len(report['purges_requested'])}, "
               f"orphans {len(report['orphans'])} (removed {len(report['orphans_removed'])}) "
               f"in {report['seconds']:.2f}s")
+
+
+app.command("analytics")(analytics)
 
 
 # Projects --------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from taskspace.core.states import Desired, State
 from taskspace.db.engine import transaction
 from taskspace.db.models import Event, Orphan, Workspace, utcnow
 from taskspace.plugins.backends.base import OwnedResource
-from taskspace.services import activity, leases, metrics, policy, redaction, tracker_sync
+from taskspace.services import activity, housekeeping, leases, metrics, policy, redaction, tracker_sync
 from taskspace.services.lifecycle.driver import drive, next_phase
 from taskspace.services.runtime import Runtime
 
@@ -116,6 +116,7 @@ class Reconciler:
             "metrics": lambda: metrics.sample(self.rt),
             "trackers": lambda: tracker_sync.sync_due(self.rt, interval=settings.tracker_sync_interval),
             "activity": lambda: activity.check_ides(self.rt),
+            "housekeeping": lambda: housekeeping.run(self.rt),
         }
 
     def _start_periodic(self) -> None:

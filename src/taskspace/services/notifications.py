@@ -203,8 +203,8 @@ def render(kind: str, context: Mapping[str, Any]) -> tuple[str, str, dict[str, A
         after = ["Open it in the browser for a terminal and its ports, or from your machine:",
                  f"    taskspace ws exec {key} -- bash"]
         if context.get("startup_failed"):
-            after[:0] = [f"Its startup script failed, but the workspace is usable: {_one_line(context['startup_failed'])}."
-                         " Its output:",
+            why = _one_line(context["startup_failed"])
+            after[:0] = [f"Its startup script failed, but the workspace is usable: {why}. Its output:",
                          f"    taskspace ws logs {key} --startup", ""]
         text = f"Workspace {link}{whose} is ready{about}"
         payload["ready_seconds"] = seconds

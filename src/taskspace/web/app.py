@@ -23,6 +23,7 @@ from taskspace import __version__
 from taskspace.core.errors import TaskspaceError
 from taskspace.reconciler.loop import Reconciler
 from taskspace.services import redaction
+from taskspace.services.notifications import NotificationSender
 from taskspace.services.runtime import Runtime, build_runtime, open_vault
 from taskspace.settings import Settings
 from taskspace.web.api import analytics, hooks, policy, projects, system, tickets, tokens, users, workspaces
@@ -107,12 +108,15 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, run_reconc
         await redaction.refresh(rt)
         rt.redactor.install()
         reconciler = Reconciler(rt)
+        sender = NotificationSender(rt)
         app.state.rt, app.state.reconciler = rt, reconciler
         if run_reconciler:
             reconciler.start()
+            sender.start()
         try:
             yield
         finally:
+            await sender.close()
             await reconciler.close()
             if runtime is None:
                 await rt.close()

@@ -1,0 +1,106 @@
+"""``taskspace analytics``: usage over a period, per workspace or added up per project or user."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from taskspace.cli.client import Client, CliError
+from taskspace.settings import load_settings
+
+#: The most workspaces the server reports at once (services.analytics.MAX_WORKSPACES).
+MAX_ROWS = 50_000
+
+out = Console()
+err = Console(stderr=True)
+
+
+class GroupBy(StrEnum):
+    PROJECT = "project"
+    USER = "user"
+
+
+def _client() -> Client:
+    try:
+        settings = load_settings()
+    except Exception as exc:  # pydantic's message names the setting
+        raise CliError(f"The settings are not valid: {exc}",
+                       "Check the TASKSPACE_* variables and taskspace.toml.") from None
+    return Client.from_env(settings)
+
+
+def _when(iso: str | None) -> str:
+    return iso[:16].replace("T", " ") if iso else "-"
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value:.1f}s" if value is not None else "-"
+
+
+def _hours(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def analytics(
+    since: Annotated[str | None, typer.Option(
+        help="Start of the period: a date (2024-05-01), a time (2024-05-01T09:00Z) or an age (7d, 12h, 2w). "
+             "Default: 30 days before --until")] = None,
+    until: Annotated[str | None, typer.Option(help="End of the period (excluded), as --since. Default: now")] = None,
+    project: Annotated[str | None, typer.Option(help="Only this project (name or key)")] = None,
+    user: Annotated[str | None, typer.Option(help="Only this user's workspaces (reviewers and admins)")] = None,
+    group_by: Annotated[GroupBy | None, typer.Option("--group-by", help="Add up per project or per user")] = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table")] = False,
+) -> None:
+    """Usage over a period (at most 366 days): each workspace's launch, time to ready, first and
+    last use, starts, stops and active hours (time spent ready); or, with --group-by, these added
+    up per project or per user. Developers see their own workspaces; reviewers and admins
+    everyone's."""
+    params: dict[str, Any] = {k: v for k, v in {"since": since, "until": until, "project": project,
+                                                "user": user}.items() if v}
+    client = _client()
+    if group_by is not None:
+        params["group_by"] = group_by.value
+        if as_csv:
+            sys.stdout.write(client.call("GET", "/analytics/summary.csv", params=params, timeout=300))
+            return
+        _print_summary(client.call("GET", "/analytics/summary", params=params, timeout=300))
+        return
+    if as_csv:
+        sys.stdout.write(client.call("GET", "/analytics/workspaces.csv", params=params, timeout=300))
+        return
+    rows = client.call("GET", "/analytics/workspaces", params={**params, "limit": MAX_ROWS}, timeout=300)
+    _print_workspaces(rows)
+
+
+def _print_workspaces(rows: list[dict[str, Any]]) -> None:
+    table = Table("ticket", "project", "owner", "state", "requested", "ready in", "first opened", "last active",
+                  "starts", "stops", "active h", "purged")
+    for w in rows:
+        table.add_row(escape(w["ticket"]), escape(w["project"]), escape(w["owner"]), w["state"],
+                      _when(w["requested_at"]), _seconds(w["time_to_ready_seconds"]), _when(w["first_opened_at"]),
+                      _when(w["last_active_at"]), str(w["starts"]), str(w["stops"]), _hours(w["active_hours"]),
+                      _when(w["purged_at"]))
+    out.print(table)
+    if len(rows) >= MAX_ROWS:
+        err.print(f"[yellow]Only the newest {MAX_ROWS} workspaces are shown;[/] ask for a shorter period.")
+
+
+def _print_summary(found: dict[str, Any]) -> None:
+    table = Table(found["group_by"], "workspaces", "launched", "ready in (median)", "ready in (mean)", "active h",
+                  "starts", "stops", "purged",
+                  title=f"Usage from {_when(found['since'])} to {_when(found['until'])} UTC")
+    for i, g in enumerate([*found["groups"], found["total"]]):
+        total = i == len(found["groups"])
+        table.add_row("[bold]total[/]" if total else escape(g["name"]), str(g["workspaces"]), str(g["launched"]),
+                      _seconds(g["time_to_ready_median"]), _seconds(g["time_to_ready_mean"]),
+                      _hours(g["active_hours"]), str(g["starts"]), str(g["stops"]), str(g["purged"]),
+                      end_section=i == len(found["groups"]) - 1)
+    out.print(table)
+    if found["truncated"]:
+        err.print(f"[yellow]Only the newest {MAX_ROWS} workspaces are counted;[/] ask for a shorter period.")
