@@ -60,7 +60,7 @@ def test_a_running_workspace_on_the_dashboard_the_csv_and_metrics(stack: Stack) 
     # The admin's page: everyone's workspaces, ticket text escaped, chart data as inert JSON.
     admin = sign_in(stack, "admin", admin_password(stack))
     page = admin.get("/dashboard")
-    assert page.status_code == 200 and "Everyone's workspaces" in page.text
+    assert page.status_code == 200 and "Everyone&#39;s workspaces" in page.text
     assert key in page.text and "<b>bold</b>" not in page.text and "&lt;b&gt;bold&lt;/b&gt;" in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]
     scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page.text, re.DOTALL)

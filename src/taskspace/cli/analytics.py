@@ -7,8 +7,10 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 
 from taskspace.cli.client import Client, CliError
@@ -17,8 +19,17 @@ from taskspace.settings import load_settings
 #: The most workspaces the server reports at once (services.analytics.MAX_WORKSPACES).
 MAX_ROWS = 50_000
 
-out = Console()
-err = Console(stderr=True)
+
+def _print(table: Table) -> None:
+    """At the table's natural width when the terminal is narrower: its lines then wrap in the
+    terminal (or stay whole in a file) instead of losing the ends of dates and names."""
+    console = Console()
+    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    (Console(width=natural) if natural > console.width else console).print(table)
+
+
+def _warn(text: str) -> None:
+    Console(stderr=True).print(text)
 
 
 class GroupBy(StrEnum):
@@ -79,21 +90,21 @@ def analytics(
 
 
 def _print_workspaces(rows: list[dict[str, Any]]) -> None:
-    table = Table("ticket", "project", "owner", "state", "requested", "ready in", "first opened", "last active",
-                  "starts", "stops", "active h", "purged")
+    table = Table("ticket", "project", "owner", "state", "launched", "ready in", "first opened", "last active",
+                  "starts", "stops", "active h", "purged", box=box.SIMPLE_HEAD)
     for w in rows:
         table.add_row(escape(w["ticket"]), escape(w["project"]), escape(w["owner"]), w["state"],
                       _when(w["requested_at"]), _seconds(w["time_to_ready_seconds"]), _when(w["first_opened_at"]),
-                      _when(w["last_active_at"]), str(w["starts"]), str(w["stops"]), _hours(w["active_hours"]),
-                      _when(w["purged_at"]))
-    out.print(table)
+                      _when(w["last_active_at"]), str(w["starts"]), str(w["stops"]),
+                      _hours(w["active_hours"]), _when(w["purged_at"]))
+    _print(table)
     if len(rows) >= MAX_ROWS:
-        err.print(f"[yellow]Only the newest {MAX_ROWS} workspaces are shown;[/] ask for a shorter period.")
+        _warn(f"[yellow]Only the newest {MAX_ROWS} workspaces are shown;[/] ask for a shorter period.")
 
 
 def _print_summary(found: dict[str, Any]) -> None:
-    table = Table(found["group_by"], "workspaces", "launched", "ready in (median)", "ready in (mean)", "active h",
-                  "starts", "stops", "purged",
+    table = Table(found["group_by"], "workspaces", "launched", "ready in (median)",
+                  "ready in (mean)", "active h", "starts", "stops", "purged", box=box.SIMPLE_HEAD,
                   title=f"Usage from {_when(found['since'])} to {_when(found['until'])} UTC")
     for i, g in enumerate([*found["groups"], found["total"]]):
         total = i == len(found["groups"])
@@ -101,6 +112,6 @@ def _print_summary(found: dict[str, Any]) -> None:
                       _seconds(g["time_to_ready_median"]), _seconds(g["time_to_ready_mean"]),
                       _hours(g["active_hours"]), str(g["starts"]), str(g["stops"]), str(g["purged"]),
                       end_section=i == len(found["groups"]) - 1)
-    out.print(table)
+    _print(table)
     if found["truncated"]:
-        err.print(f"[yellow]Only the newest {MAX_ROWS} workspaces are counted;[/] ask for a shorter period.")
+        _warn(f"[yellow]Only the newest {MAX_ROWS} workspaces are counted;[/] ask for a shorter period.")

@@ -217,7 +217,7 @@ class Reconciler:
     async def _apply_policy(self, report: PassReport) -> None:
         """Purge or stop what the policy makes due; keep purge_due_at current for people to see."""
         async with transaction(self.rt.sessions) as session:
-            applied = await policy.apply(session=session)
+            applied = await policy.apply(session=session, settings=self.rt.settings, bus=self.rt.bus)
         report.purges_requested.extend(applied.purges)
         report.stops_requested.extend(applied.stops)
 

@@ -24,15 +24,17 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import ColumnElement, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from taskspace.core.errors import BackendError
 from taskspace.core.states import State
 from taskspace.db.engine import transaction
-from taskspace.db.models import Event, Meta, Notification, WebhookDelivery, Workspace, utcnow
+from taskspace.db.models import Base, Event, Meta, Notification, WebhookDelivery, Workspace, utcnow
 from taskspace.plugins.backends.base import SupportsStoragePath
 from taskspace.services import notifications
 from taskspace.services.lifecycle.prepare import build_log_path
@@ -158,7 +160,7 @@ async def _engine_storage(rt: Runtime) -> Path | None:
     """The engine's storage when the backend says where it is and that path is on this host."""
     if not issubclass(type(rt.backend), SupportsStoragePath):
         return None
-    backend: SupportsStoragePath = rt.backend  # type: ignore[assignment]
+    backend = cast(SupportsStoragePath, rt.backend)
     try:
         path = await asyncio.wait_for(backend.storage_path(), ENGINE_TIMEOUT)
     except (BackendError, TimeoutError) as exc:
@@ -203,7 +205,7 @@ async def check_disk(rt: Runtime, disks: list[DiskUsage]) -> list[str]:
     raised = []
     for key, disk in keys.items():
         if disk.over_threshold:
-            log.warning("the %s (%s) is %.1f%% full, over the alert threshold of %s%%: make room before "
+            log.warning("the %s (%s) is %.1f%% full, over the alert threshold of %g%%: make room before "
                         "workspaces fail to build or start", disk.label, disk.path, disk.used_percent,
                         disk.threshold_percent)
         if disk.over_threshold == (key in alerted):
@@ -251,14 +253,15 @@ def _delete_old_files(folder: Path, cutoff: datetime, keep: set[str]) -> int:
     return removed
 
 
-async def _delete_in_batches(rt: Runtime, table: type, condition: object, key: object) -> int:
+async def _delete_in_batches(rt: Runtime, table: type[Base], condition: ColumnElement[bool],
+                             key: InstrumentedAttribute[int]) -> int:
     """Delete the rows matching ``condition`` a batch (by primary ``key``) per transaction."""
     total = 0
     while True:
         async with transaction(rt.sessions) as session:
-            batch = select(key).where(condition).limit(DELETE_BATCH)  # type: ignore[call-overload]
-            result = await session.execute(delete(table).where(key.in_(batch)))  # type: ignore[attr-defined]
-            count = result.rowcount or 0  # type: ignore[attr-defined]
+            batch = select(key).where(condition).limit(DELETE_BATCH)
+            result = await session.execute(delete(table).where(key.in_(batch)))
+            count = result.rowcount or 0
         total += count
         if count < DELETE_BATCH:
             return total
@@ -306,7 +309,7 @@ async def prune(rt: Runtime, report: HousekeepingReport | None = None) -> Housek
         Notification.id)
     async with transaction(rt.sessions) as session:
         result = await session.execute(delete(WebhookDelivery).where(WebhookDelivery.received_at < cutoff))
-        report.deliveries = result.rowcount or 0  # type: ignore[attr-defined]
+        report.deliveries = result.rowcount or 0
     if report.build_logs or report.events or report.deliveries or report.notifications:
         log.info("retention (%g days): deleted %d build logs, %d events of purged workspaces, %d tracker "
                  "deliveries, %d notifications", settings.retention_days, report.build_logs, report.events,

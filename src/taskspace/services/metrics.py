@@ -243,6 +243,7 @@ class Dashboard:
     def chart_data(self) -> dict[str, Any]:
         """What the page's charts draw (uPlot's column layout)."""
         return {
+            "now": self.now.timestamp(),
             "ready": [[p[0] for p in self.ready_points], [round(p[1], 2) for p in self.ready_points]],
             "running": [[p[0] for p in self.running_points], [p[1] for p in self.running_points]],
         }

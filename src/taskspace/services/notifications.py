@@ -46,12 +46,13 @@ from taskspace.settings import Settings
 
 log = logging.getLogger(__name__)
 
-KINDS = ("ready", "failed", "purge_scheduled", "purged", "disk")
+KINDS = ("ready", "failed", "purge_scheduled", "purge_blocked", "purged", "disk")
 #: Context keys each kind cannot do without (see :func:`render` for the optional ones).
 REQUIRED: dict[str, tuple[str, ...]] = {
     "ready": ("ticket",),
     "failed": ("ticket", "step", "reason"),
     "purge_scheduled": ("ticket", "due_at", "reason"),
+    "purge_blocked": ("ticket", "reason"),
     "purged": ("ticket",),
     "disk": ("storage", "path", "used_percent", "threshold"),
 }
@@ -141,8 +142,8 @@ def _rescued(value: object) -> list[tuple[str | None, str]]:
     return found
 
 
-def _percent(value: object) -> str:
-    return f"{float(value):.1f}".removesuffix(".0")  # type: ignore[arg-type]
+def _percent(value: float) -> str:
+    return f"{float(value):.1f}".removesuffix(".0")
 
 
 def render(kind: str, context: Mapping[str, Any]) -> tuple[str, str, dict[str, Any]]:
@@ -232,6 +233,18 @@ def render(kind: str, context: Mapping[str, Any]) -> tuple[str, str, dict[str, A
                  f"    taskspace ws purge {key}"]
         text = f"Workspace {link}{whose} will be purged on {when}{about} ({_slack(reason)})"
         payload.update(due_at=iso, reason=context["reason"])
+    elif kind == "purge_blocked":
+        subject = f"{key} could not be purged"
+        intro = (f"The workspace for {key} was due for purge, but its unpushed work could not be saved, "
+                 "so nothing was deleted.")
+        details.append("  Reason:")
+        details.extend(f"    {line}" for line in _lines(context["reason"]))
+        if url:
+            details.append(f"  Open: {url}")
+        after = ["Push the work yourself (or fix access to the remote); the purge is retried, or run:",
+                 f"    taskspace ws purge {key}"]
+        text = f"Workspace {link}{whose} could not be purged{about}: its work could not be rescued"
+        payload.update(reason=context["reason"])
     else:  # purged
         rescued = _rescued(context.get("rescue"))
         subject = f"{key} was purged"
@@ -327,9 +340,11 @@ async def enqueue(session: AsyncSession, *, settings: Settings, user: User | Non
     ``context`` keys per kind are listed in :func:`render` (``ready``: ``ticket``, ``title``;
     ``failed``: + ``step``, ``reason``; ``purge_scheduled``: + ``due_at``, ``reason``;
     ``purged``: + ``rescue``). Filled in when absent: ``url`` (``<public URL>/w/<ticket>``),
-    ``workspace`` (``workspace_id``), ``owner`` (``user.username``) and ``profile_url``. Nothing is sent here:
-    the sender does it after the commit — at once in this process when ``bus`` is given, else
-    within a couple of seconds. Raises ValueError for an unknown kind or a missing key.
+    ``workspace`` (``workspace_id``), ``owner`` (``user.username``) and ``profile_url``.
+
+    Nothing is sent here: the sender does it after the commit — at once in this process when
+    ``bus`` is given, else within a couple of seconds. Raises ValueError for an unknown kind or
+    a missing required key (a programming error: the caller's transaction then rolls back).
     """
     full = dict(context)
     if full.get("ticket") and not full.get("url"):
@@ -419,8 +434,11 @@ async def _deliver_batch(rt: Runtime) -> tuple[int, int]:
             await _record(rt, item, error)
             return error is None
 
-        results = await asyncio.gather(*(one(item) for item in outgoing))
-    return len(outgoing), sum(results)
+        results = await asyncio.gather(*(one(item) for item in outgoing), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):  # the outcome could not be written: resent after the claim
+            log.error("recording a notification's outcome failed", exc_info=result)
+    return len(outgoing), sum(result is True for result in results)
 
 
 async def _claim(rt: Runtime, due: Sequence[Any]) -> list[_Outgoing]:
@@ -433,7 +451,7 @@ async def _claim(rt: Runtime, due: Sequence[Any]) -> list[_Outgoing]:
                 .where(Notification.id == row.id, Notification.sent_at.is_(None),
                        Notification.next_attempt_at == row.next_attempt_at)
                 .values(next_attempt_at=claimed_until))
-            if result.rowcount == 1:  # type: ignore[attr-defined]
+            if result.rowcount == 1:
                 ids.append(row.id)
         if not ids:
             return []
@@ -481,6 +499,9 @@ async def _send(settings: Settings, client: httpx.AsyncClient, item: _Outgoing) 
         return _scrub(settings, item, _smtp_problem(settings, exc))
     except (OSError, ssl.SSLError, ValueError) as exc:
         return _scrub(settings, item, f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # whatever it is, it counts as an attempt, so it cannot retry forever
+        log.exception("notification %s: unexpected error while sending", item.id)
+        return _scrub(settings, item, f"{type(exc).__name__}: {exc}")
     return None
 
 
@@ -509,7 +530,7 @@ def _smtp_problem(settings: Settings, exc: aiosmtplib.SMTPException) -> str:
     code = getattr(exc, "code", None)
     text = f"{where}: {code} {exc.message}" if code else f"{where}: {exc.message}"
     lowered = exc.message.lower()
-    if "starttls" in lowered or "ssl" in lowered or "tls" in lowered or isinstance(exc, aiosmtplib.SMTPConnectError):
+    if "starttls" in lowered or "ssl" in lowered or "tls" in lowered:
         text += (f" (TASKSPACE_SMTP_SECURITY={settings.smtp_security}: 'starttls' needs a server that offers "
                  "STARTTLS, usually port 587; 'tls' one that speaks TLS at once, usually port 465; 'none' neither)")
     elif isinstance(exc, aiosmtplib.SMTPAuthenticationError):

@@ -12,7 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskspace.core.states import Desired, State
 from taskspace.db.models import Event, Project, Ticket, User, Workspace, utcnow
+from taskspace.services import notifications
+from taskspace.services.bus import Bus
 from taskspace.services.purge_policy import PolicyDecision, PolicyInput, decide
+from taskspace.settings import Settings
 
 #: States the policy acts on (a purge in progress or blocked is the lifecycle's business).
 SUBJECT_STATES = [s.value for s in State if s not in {State.PURGED, State.PURGING, State.PURGE_BLOCKED}]
@@ -102,12 +105,14 @@ async def preview(*, session: AsyncSession, user: User, project: str | None = No
 class Applied:
     purges: list[str]
     stops: list[str]
-    scheduled: list[tuple[Subject, PolicyDecision]]
+    scheduled: list[str]
 
 
-async def apply(*, session: AsyncSession, now: datetime | None = None) -> Applied:
+async def apply(*, session: AsyncSession, settings: Settings, bus: Bus | None = None,
+                now: datetime | None = None) -> Applied:
     """Apply every decision in one transaction: request purges and stops (bumping the version,
-    so a step in flight drops its result), keep purge_due_at current, and note each change."""
+    so a step in flight drops its result), keep purge_due_at current, note each change, and
+    tell owners when a purge is scheduled."""
     now = now or utcnow()
     done = Applied(purges=[], stops=[], scheduled=[])
     for subject in await subjects(session):
@@ -128,7 +133,11 @@ async def apply(*, session: AsyncSession, now: datetime | None = None) -> Applie
                 notes.append("scheduled purge cancelled: the ticket is active again")
             else:
                 notes.append(f"purge scheduled for {decision.due_at:%Y-%m-%d %H:%M UTC}: {decision.reason}")
-                done.scheduled.append((subject, decision))
+                done.scheduled.append(subject.workspace_id)
+                await notifications.enqueue(
+                    session, settings=settings, user=await session.get(User, subject.owner_id),
+                    kind="purge_scheduled", workspace_id=subject.workspace_id, bus=bus,
+                    context={"ticket": subject.key, "due_at": decision.due_at, "reason": decision.reason})
         if values:
             await session.execute(update(Workspace).where(Workspace.id == subject.workspace_id)
                                   .values(**values, version=Workspace.version + 1, updated_at=now))

@@ -13,7 +13,7 @@ from taskspace.db.engine import transaction
 from taskspace.db.models import Project, Ticket, utcnow
 from taskspace.plugins.registry import load_tracker
 from taskspace.plugins.trackers.base import LocalTickets
-from taskspace.services import projects
+from taskspace.services import projects, tracker_links
 from taskspace.services.runtime import Runtime
 
 MAX_TITLE = 500
@@ -24,7 +24,8 @@ ASSIGNEE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+:-]{0,199}\Z")
 
 def workflow_of(project: Project) -> Workflow:
     cls = load_tracker(project.tracker)
-    return cls(cls.config_model(**project.tracker_config)).workflow()
+    config = {k: v for k, v in (project.tracker_config or {}).items() if k != tracker_links.SEALED_NAMES}
+    return cls(cls.config_model(**config)).workflow()
 
 
 def _clean_title(title: str) -> str:

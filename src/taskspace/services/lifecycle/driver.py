@@ -81,9 +81,12 @@ async def _start(rt: Runtime, snap: Snapshot, *, resumed: bool) -> None:
         values["ready_at"] = now
         values["ready_seconds"] = (now - snap.ws.created_at).total_seconds()
     duration = (now - snap.ws.created_at).total_seconds() if snap.ws.ready_at is None else time.monotonic() - started
-    reason = "workspace ready" if snap.ws.startup_status != "failed" else \
-        f"workspace ready, but {snap.ws.startup_detail}"
-    await transition(rt, snap, State.READY, reason=reason, duration=duration, values=values)
+    failed = snap.ws.startup_detail if snap.ws.startup_status == "failed" else None
+    reason = f"workspace ready, but {failed}" if failed else "workspace ready"
+    # People hear of the first ready (a launch); a start they asked for they are watching.
+    notify = ("ready", {"ready_seconds": values["ready_seconds"], "startup_failed": failed}) \
+        if "ready_seconds" in values else None
+    await transition(rt, snap, State.READY, reason=reason, duration=duration, values=values, notify=notify)
 
 
 async def _stop(rt: Runtime, snap: Snapshot) -> None:
@@ -102,15 +105,22 @@ async def _purge(rt: Runtime, snap: Snapshot) -> None:
         try:
             pushed = await rescue_step(rt, snap)
         except TaskspaceError as exc:
-            await transition(rt, snap, State.PURGE_BLOCKED, reason=str(exc),
-                             values={"purge_retry_at": utcnow() + PURGE_RETRY, "failure_reason": str(exc),
-                                     "failure_step": "rescue", "step": None})
+            await _block(rt, snap, exc, "rescue")
             return
     await delete_step(rt, snap)
     data = {"rescued": pushed}
     reason = "purged" + (f"; work rescued to {', '.join(p['branch'] for p in pushed)}" if pushed else "")
     await transition(rt, snap, State.PURGED, reason=reason, duration=time.monotonic() - started, data=data,
-                     values={"purged_at": utcnow(), "step": None})
+                     values={"purged_at": utcnow(), "step": None},
+                     notify=("purged", {"rescue": pushed}))
+
+
+async def _block(rt: Runtime, snap: Snapshot, exc: TaskspaceError, step: str | None) -> None:
+    """Nothing was deleted; the purge is retried later, and the owner is told."""
+    await transition(rt, snap, State.PURGE_BLOCKED, reason=str(exc),
+                     values={"purge_retry_at": utcnow() + PURGE_RETRY, "failure_reason": str(exc),
+                             "failure_step": step, "step": None},
+                     notify=("purge_blocked", {"reason": str(exc)}))
 
 
 async def drive(rt: Runtime, workspace_id: str) -> None:
@@ -165,12 +175,11 @@ async def _fail(rt: Runtime, workspace_id: str, exc: TaskspaceError) -> None:
         if snap.state in {State.FAILED, State.PURGED}:
             return
         if snap.state == State.PURGING:
-            await transition(rt, snap, State.PURGE_BLOCKED, reason=str(exc),
-                             values={"purge_retry_at": utcnow() + PURGE_RETRY, "failure_reason": str(exc),
-                                     "failure_step": snap.ws.step, "step": None})
+            await _block(rt, snap, exc, snap.ws.step)
             return
         await transition(rt, snap, State.FAILED, reason=str(exc),
-                         values={"failure_step": snap.ws.step, "failure_reason": str(exc)})
+                         values={"failure_step": snap.ws.step, "failure_reason": str(exc)},
+                         notify=("failed", {"step": snap.ws.step or "a step", "reason": str(exc)}))
     except StaleWrite:
         log.info("workspace %s changed while its failure was recorded", workspace_id)
 

@@ -15,7 +15,7 @@ from taskspace.core.states import State, Step, can_transition
 from taskspace.db.engine import transaction
 from taskspace.db.models import Event, GitToken, Project, Ticket, User, Workspace, WorkspaceRepo, utcnow
 from taskspace.gitops.runner import GitCredential
-from taskspace.services import git_tokens
+from taskspace.services import git_tokens, notifications
 from taskspace.services.runtime import Runtime
 
 
@@ -72,9 +72,11 @@ def _now() -> datetime:
 
 
 async def apply(rt: Runtime, snap: Snapshot, values: dict[str, Any], *,
-                events: list[dict[str, Any]] | None = None) -> None:
-    """Write ``values`` if the row is still at ``snap.version``; bump the version and append
-    ``events``. Raises StaleWrite when another worker or a user changed the row meanwhile."""
+                events: list[dict[str, Any]] | None = None,
+                notify: tuple[str, dict[str, Any]] | None = None) -> None:
+    """Write ``values`` if the row is still at ``snap.version``; bump the version, append
+    ``events`` and, with ``notify`` (kind, context), the owner's notification — all in one
+    transaction. Raises StaleWrite when another worker or a user changed the row meanwhile."""
     async with transaction(rt.sessions) as session:
         result = await session.execute(
             update(Workspace)
@@ -85,6 +87,11 @@ async def apply(rt: Runtime, snap: Snapshot, values: dict[str, Any], *,
             raise StaleWrite(f"Workspace {snap.id} changed while a step ran; its result was dropped.")
         for event in events or []:
             session.add(Event(workspace_id=snap.id, **event))
+        if notify is not None:
+            kind, context = notify
+            await notifications.enqueue(
+                session, settings=rt.settings, user=snap.owner, kind=kind, workspace_id=snap.id, bus=rt.bus,
+                context={"ticket": snap.ticket.key, "title": snap.ticket.title, "branch": snap.ws.branch, **context})
     for key, value in values.items():
         setattr(snap.ws, key, value)
     snap.ws.version += 1
@@ -94,7 +101,8 @@ async def apply(rt: Runtime, snap: Snapshot, values: dict[str, Any], *,
 
 async def transition(rt: Runtime, snap: Snapshot, to: State, *, actor: str = "taskspace",
                      reason: str | None = None, duration: float | None = None,
-                     values: dict[str, Any] | None = None, data: dict[str, Any] | None = None) -> None:
+                     values: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
+                     notify: tuple[str, dict[str, Any]] | None = None) -> None:
     src = snap.state
     if src == to:
         return
@@ -103,7 +111,7 @@ async def transition(rt: Runtime, snap: Snapshot, to: State, *, actor: str = "ta
     event = {"actor": actor, "kind": "transition", "from_state": src.value, "to_state": to.value,
              "reason": reason, "duration_ms": int(duration * 1000) if duration is not None else None,
              "data": data or {}, "step": snap.ws.step if to == State.FAILED else None}
-    await apply(rt, snap, {"state": to.value, **(values or {})}, events=[event])
+    await apply(rt, snap, {"state": to.value, **(values or {})}, events=[event], notify=notify)
 
 
 class StepTimer:

@@ -32,12 +32,15 @@ def size(value: float | None) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """``42 s``, ``7 min``, ``3 h 5 min``, ``2 d 4 h``."""
+    """``4.2 s``, ``42 s``, ``3 min 20 s``, ``17 min``, ``3 h 5 min``, ``2 d 4 h``."""
     if seconds is None:
         return "—"
     if seconds < 60:
         return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
     minutes = int(seconds // 60)
+    if minutes < 10:
+        rest = int(seconds % 60)
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
     if minutes < 60:
         return f"{minutes} min"
     hours, minutes = divmod(minutes, 60)
