@@ -68,7 +68,8 @@ def test_a_running_workspace_on_the_dashboard_the_csv_and_metrics(stack: Stack) 
     data = json.loads(DATA.search(page.text).group(1))  # type: ignore[union-attr]
     assert len(data["running"][0]) >= 2 and data["running"][1][-1] == 1
     assert data["ready"][1] == [round(ws["ready_seconds"], 2)]
-    for asset in ("/static/dashboard.js", "/static/vendor/uplot-1.6.32.min.js", "/static/vendor/uplot-1.6.32.min.css"):
+    for asset in ("dashboard.js", "vendor/uplot-1.6.32.min.js", "vendor/uplot-1.6.32.min.css"):
+        asset = f"/static/{asset}"
         assert admin.get(asset).status_code == 200, asset
 
     # The CSV: the same row, with non-zero memory, a CPU reading, and the title defused.

@@ -109,29 +109,29 @@ class Hostile:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def project(what: str, says: str, status: int = 422, **body: Any) -> Hostile:
-    return Hostile(what, "POST", "/projects", {"name": "hostile", "repos": ["%REPO%"], **body}, says, status)
+def project(what: str, says: str, expect: int = 422, **body: Any) -> Hostile:
+    return Hostile(what, "POST", "/projects", {"name": "hostile", "repos": ["%REPO%"], **body}, says, expect)
 
 
 def repo(what: str, url: str, says: str) -> Hostile:
     return project(f"repo url: {what}", says, repos=[url])
 
 
-def token(what: str, says: str, status: int = 422, **body: Any) -> Hostile:
+def token(what: str, says: str, expect: int = 422, **body: Any) -> Hostile:
     return Hostile(what, "POST", "/tokens", {"name": "hostile", "host": "github.com", "secret": "s3cret-value",
-                                             **body}, says, status)
+                                             **body}, says, expect)
 
 
-def user(what: str, says: str, status: int = 422, **body: Any) -> Hostile:
-    return Hostile(what, "POST", "/users", {"username": "mallory", **body}, says, status)
+def user(what: str, says: str, expect: int = 422, **body: Any) -> Hostile:
+    return Hostile(what, "POST", "/users", {"username": "mallory", **body}, says, expect)
 
 
-def ticket(what: str, says: str, status: int = 422, **body: Any) -> Hostile:
-    return Hostile(what, "POST", "/tickets", {"project": "%PROJECT%", "title": "A fine title", **body}, says, status)
+def ticket(what: str, says: str, expect: int = 422, **body: Any) -> Hostile:
+    return Hostile(what, "POST", "/tickets", {"project": "%PROJECT%", "title": "A fine title", **body}, says, expect)
 
 
-def launch(what: str, says: str, status: int = 422, **body: Any) -> Hostile:
-    return Hostile(what, "POST", "/workspaces", {"key": "%TICKET%", **body}, says, status)
+def launch(what: str, says: str, expect: int = 422, **body: Any) -> Hostile:
+    return Hostile(what, "POST", "/workspaces", {"key": "%TICKET%", **body}, says, expect)
 
 
 def branch(name: str, says: str, field: str = "source_branch") -> Hostile:
@@ -139,8 +139,8 @@ def branch(name: str, says: str, field: str = "source_branch") -> Hostile:
     return launch(f"{field} {shown}", says, **{field: name})
 
 
-def get(what: str, path: str, says: str, status: int = 404, **params: Any) -> Hostile:
-    return Hostile(what, "GET", path, NO_BODY, says, status, params=params)
+def get(what: str, path: str, says: str, expect: int = 404, **params: Any) -> Hostile:
+    return Hostile(what, "GET", path, NO_BODY, says, expect, params=params)
 
 
 REPOSITORY_URLS = [
@@ -224,7 +224,7 @@ PROJECT_FIELDS = [
     project("memory beyond any machine", "more memory than a machine has", memory="99999999999t"),
     project("unknown purge status", "is not a status", purge_on=["<script>"]),
     project("unknown purge category", "is not a status category", purge_on_category="never"),
-    project("unknown field tracker", "Extra inputs are not permitted", tracker="jira"),
+    project("unknown field owner", "Extra inputs are not permitted", owner="mallory"),
     project("unknown field admin", "Extra inputs are not permitted", admin=True),
     project("name is a number", "valid string", name=123),
     Hostile("project body is a list", "POST", "/projects", [], "valid dictionary"),
@@ -568,7 +568,7 @@ HOSTILE_ENVIRONMENTS: list[tuple[str, dict[str, str | bytes], str]] = [
      "nested deeper than 64 levels"),
     ("devcontainer of 300 KiB", {".devcontainer/devcontainer.json":
                                  json.dumps({"image": "debian", "containerEnv": {"A": "a" * 300 * 1024}})},
-     "larger than 256 KiB"),
+     "more than the 262144 allowed"),
     ("YAML alias bomb", {"Dockerfile": DOCKERFILE, ".taskspace/services.yaml": YAML_BOMB}, "expands to more than"),
     ("YAML alias of itself", {"Dockerfile": DOCKERFILE, ".taskspace/services.yaml": "x-a: &a [*a]\nservices: {}\n"},
      "alias refers to itself"),
@@ -582,8 +582,11 @@ HOSTILE_ENVIRONMENTS: list[tuple[str, dict[str, str | bytes], str]] = [
                                             "      - {source: /etc/shadow, target: /x}\n"}, "absolute path"),
     ("Dockerfile line continuation bomb", {"Dockerfile": "FROM debian\nRUN echo \\\n" + "  a \\\n" * 5000 + "  b\n"},
      "spans more than 2000 lines"),
-    ("Dockerfile of binary junk", {"Dockerfile": bytes(range(256)) * 64}, "binary data"),
-    ("Dockerfile of 1.5 MiB", {"Dockerfile": "FROM debian\n" + "# padding\n" * (150 * 1024)}, "larger than 1 MiB"),
+    ("Dockerfile of binary junk", {"Dockerfile": bytes(range(256)) * 64}, "is not UTF-8 text"),
+    ("Dockerfile of control characters", {"Dockerfile": "FROM debian\nRUN echo \x00\x01\x02\x1b[2J\n"},
+     "binary data"),
+    ("Dockerfile of 1.5 MiB", {"Dockerfile": "FROM debian\n" + "# padding\n" * (150 * 1024)},
+     "more than the 1048576 allowed"),
     ("bind mount hidden in an object", {".devcontainer/devcontainer.json": json.dumps(
         {"image": "debian", "mounts": [{"source": "/", "target": "/host", "type": "bind"}]})}, "bind mount"),
     ("engine socket as a BIND object", {".devcontainer/devcontainer.json": json.dumps(
@@ -597,7 +600,11 @@ HOSTILE_ENVIRONMENTS: list[tuple[str, dict[str, str | bytes], str]] = [
         {"build": {"dockerfile": "Dockerfile", "context": "../../.."}}), ".devcontainer/Dockerfile": DOCKERFILE},
      "points outside the repository"),
     ("devcontainer image that is no reference", {".devcontainer/devcontainer.json": json.dumps(
-        {"image": "Debian:Bad Tag"})}, "Debian:Bad Tag"),
+        {"image": "Debian:Bad Tag"})}, "is not an image reference"),
+    ("devcontainer image that walks the engine's API", {".devcontainer/devcontainer.json": json.dumps(
+        {"image": "../containers/x"})}, "is not an image reference"),
+    ("service image in capitals", {"Dockerfile": DOCKERFILE, ".taskspace/services.yaml":
+                                   "services:\n  db:\n    image: Postgres:16\n"}, "must be an image name"),
 ]
 
 

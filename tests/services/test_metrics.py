@@ -75,8 +75,9 @@ async def add_workspace(rt: Runtime, *, owner: User, project: str, key: str, tit
         ticket = Ticket(project_id=row.id, key=key, title=title, status="In Progress", status_category="in_progress")
         session.add(ticket)
         await session.flush()
-        ws = Workspace(id=workspace_id or secrets.token_hex(8), ticket_id=ticket.id, owner_id=owner.id, project_id=row.id,
-                       state=state.value, desired=Desired.PURGED.value if state == State.PURGED else Desired.READY.value,
+        desired = Desired.PURGED if state == State.PURGED else Desired.READY
+        ws = Workspace(id=workspace_id or secrets.token_hex(8), ticket_id=ticket.id, owner_id=owner.id,
+                       project_id=row.id, state=state.value, desired=desired.value,
                        branch=f"{key}-x", backend="docker", ready_at=ready_at, ready_seconds=ready_seconds,
                        last_started_at=started_at)
         session.add(ws)
@@ -99,8 +100,9 @@ async def seeded(rt: Runtime, admin: User) -> Seeded:
     now = utcnow().replace(microsecond=0)
     dora, rita = await add_user(rt, "dora", "developer"), await add_user(rt, "rita", "reviewer")
     ids = {
-        "dora-ready": await add_workspace(rt, owner=dora, project="pay", key="PAY-1", ready_at=now - timedelta(days=2),
-                                          ready_seconds=10.0, started_at=now - timedelta(hours=3)),
+        "dora-ready": await add_workspace(rt, owner=dora, project="pay", key="PAY-1",
+                                          ready_at=now - timedelta(days=2), ready_seconds=10.0,
+                                          started_at=now - timedelta(hours=3)),
         "dora-stopped": await add_workspace(rt, owner=dora, project="pay", key="PAY-2", state=State.STOPPED,
                                             ready_at=now - timedelta(days=40), ready_seconds=99.0),
         "dora-failed": await add_workspace(rt, owner=dora, project="pay", key="PAY-3", state=State.FAILED),
@@ -117,7 +119,8 @@ async def seeded(rt: Runtime, admin: User) -> Seeded:
                       (now - minute, {"cpu_percent": 50.0, "memory_bytes": 100 * MiB, "disk_bytes": 1024 * MiB}),
                       (now - timedelta(days=8), {"memory_bytes": 1, "disk_bytes": 1}))  # out of the 7-day series
     await add_samples(rt, ids["admin-ready"], (now - minute, {"memory_bytes": 200 * MiB, "disk_bytes": 2048 * MiB}))
-    await add_samples(rt, ids["dora-stopped"], (now - timedelta(hours=5), {"memory_bytes": 5, "disk_bytes": 512 * MiB}))
+    await add_samples(rt, ids["dora-stopped"],
+                      (now - timedelta(hours=5), {"memory_bytes": 5, "disk_bytes": 512 * MiB}))
     return Seeded(now=now, admin=admin, dora=dora, rita=rita, ids=ids)
 
 
@@ -133,7 +136,8 @@ async def test_a_developer_sees_only_their_own_workspaces(rt: Runtime, seeded: S
     assert {k: v for k, v in view.states.items() if v} == {"ready": 1, "stopped": 1, "failed": 1}
     assert list(view.states) == [s.value for s in State], "every state, in the state machine's order"
     [row] = view.running
-    assert (row.workspace_id, row.ticket, row.owner, row.project) == (seeded.ids["dora-ready"], "PAY-1", "dora", "pay")
+    assert (row.workspace_id, row.ticket, row.owner, row.project) == (
+        seeded.ids["dora-ready"], "PAY-1", "dora", "pay")
     assert (row.cpu_percent, row.memory_bytes, row.disk_bytes) == (50.0, 100 * MiB, 1024 * MiB), "the latest sample"
     assert row.sampled_at == seeded.now - timedelta(minutes=1)
     assert row.uptime_seconds == 3 * 3600 and row.ready_seconds == 10.0
@@ -158,7 +162,8 @@ async def test_reviewers_and_admins_see_everyone_with_totals_and_series(rt: Runt
         assert (totals.running, totals.sampled) == (2, 2)
         assert totals.cpu_percent_avg == 50.0, "a workspace without a CPU reading does not count as 0 %"
         assert (totals.memory_sum, totals.memory_avg, totals.disk_sum) == (300 * MiB, 150 * MiB, 3072 * MiB)
-        assert [(p.project, p.disk_bytes) for p in view.storage] == [('we"b\\ops\n', 2048 * MiB), ("pay", 1536 * MiB)]
+        assert [(p.project, p.disk_bytes) for p in view.storage] == [
+            ('we"b\\ops\n', 2048 * MiB), ("pay", 1536 * MiB)]
         # Time to ready: the last 30 days (the purged workspace counts; the 40-day-old one does not).
         assert [s for _, s in view.ready_points] == [20.0, 10.0, 30.0], "oldest first"
         assert (view.time_to_ready.count, view.time_to_ready.average) == (3, 20.0)
@@ -300,7 +305,8 @@ def busy_container(rt: Runtime, docker_client: docker.DockerClient, base_image: 
     volume = docker_client.volumes.create(specs.volume_name(workspace_id), labels=labels)
     container = docker_client.containers.run(
         base_image, ["/bin/sh", "-c", "head -c 2097152 /dev/zero > /workspace/blob; while :; do :; done"],
-        name=specs.container_name(workspace_id), detach=True, labels=labels, network_mode="none", volumes={volume.name: {"bind": "/workspace", "mode": "rw"}})
+        name=specs.container_name(workspace_id), detach=True, labels=labels, network_mode="none",
+        volumes={volume.name: {"bind": "/workspace", "mode": "rw"}})
     try:
         yield workspace_id
     finally:
@@ -312,7 +318,8 @@ def busy_container(rt: Runtime, docker_client: docker.DockerClient, base_image: 
 async def test_a_running_container_is_sampled_through_the_docker_backend(
         rt: Runtime, admin: User, busy_container: str, docker_client: docker.DockerClient) -> None:
     # The workspace row stands for the labelled container.
-    await add_workspace(rt, owner=admin, project="pay", key="PAY-1", started_at=utcnow(), workspace_id=busy_container)
+    await add_workspace(rt, owner=admin, project="pay", key="PAY-1", started_at=utcnow(),
+                        workspace_id=busy_container)
     await asyncio.sleep(0.5)  # the blob is written
 
     first = await metrics.sample(rt, force=True)
@@ -326,8 +333,10 @@ async def test_a_running_container_is_sampled_through_the_docker_backend(
     assert before.cpu_percent is None, "a first reading has no CPU use"
     assert before.disk_bytes is not None and before.disk_bytes >= 2 * MiB
     assert after.cpu_total > before.cpu_total and after.cpu_system > before.cpu_system  # type: ignore[operator]
-    cpus = docker_client.api.stats(specs.container_name(busy_container), stream=False, one_shot=True)["cpu_stats"]["online_cpus"]
-    expected = (after.cpu_total - before.cpu_total) / (after.cpu_system - before.cpu_system) * cpus * 100  # type: ignore[operator]
+    stats = docker_client.api.stats(specs.container_name(busy_container), stream=False, one_shot=True)
+    used = after.cpu_total - before.cpu_total  # type: ignore[operator]
+    elapsed = after.cpu_system - before.cpu_system  # type: ignore[operator]
+    expected = used / elapsed * stats["cpu_stats"]["online_cpus"] * 100
     assert after.cpu_percent == pytest.approx(expected)
     assert after.cpu_percent > 10, "the busy loop shows"
 

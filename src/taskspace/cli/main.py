@@ -115,7 +115,8 @@ def up(host: Annotated[str | None, typer.Option(help="Address to listen on")] = 
     settings = load_settings(**overrides)
     logging.basicConfig(level=os.environ.get("TASKSPACE_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    for noisy in ("alembic", "httpx"):  # one line per migration step / per tracker request
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     async def prepare() -> Any:
         rt = await build_runtime(settings)

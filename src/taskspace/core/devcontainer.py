@@ -31,6 +31,7 @@ from taskspace.core.environment import (
     MountSpec,
 )
 from taskspace.core.errors import InvalidInput
+from taskspace.core.naming import IMAGE_REF_RE
 
 MAX_DEVCONTAINER_BYTES = 256 * 1024
 MAX_JSON_DEPTH = 64
@@ -544,6 +545,12 @@ def _image_or_build(config: dict[str, Any], reading: _Reading) -> tuple[str | No
             f"{reading.path}: both image and {dockerfile_key} are set.", hint=choose, field="image"
         )
     if image:
+        if not IMAGE_REF_RE.match(image):
+            raise InvalidInput(
+                f"{reading.path}: image {_shorten(image)} is not an image reference.",
+                hint="Write it in lower case without spaces, e.g. mcr.microsoft.com/devcontainers/base:debian.",
+                field="image",
+            )
         if build or config.get("context") is not None:
             reading.warn("build and context are ignored because image is set.")
         return image, None

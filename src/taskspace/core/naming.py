@@ -19,6 +19,15 @@ PROJECT_KEY_RE = re.compile(r"^[A-Z][A-Z0-9]{1,9}\Z")
 TICKET_KEY_RE = re.compile(r"^[A-Z][A-Z0-9_]{1,29}-[1-9][0-9]{0,11}\Z")
 REPO_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
 TOKEN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_IMAGE_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_DOMAIN_PART = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+#: An image reference as the engine parses it: ``[registry[:port]/]path[:tag][@digest]``. One
+#: that is not (upper case, spaces, '..') would be refused by the engine only after the launch
+#: got that far, or could even address another route of the engine's API.
+IMAGE_REF_RE = re.compile(
+    rf"^(?=.{{1,512}}\Z)(?:{_IMAGE_DOMAIN_PART}(?:\.{_IMAGE_DOMAIN_PART})*(?::[0-9]{{1,5}})?/)?"
+    rf"{_IMAGE_PATH_PART}(?:/{_IMAGE_PATH_PART})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9A-Fa-f]{32,})?\Z")
 
 
 def slugify(text: str, max_length: int = _SLUG_MAX) -> str:

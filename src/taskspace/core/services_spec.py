@@ -57,6 +57,7 @@ from taskspace.core.durations import HINT as DURATION_HINT
 from taskspace.core.durations import parse_duration
 from taskspace.core.environment import DockerBuild, HealthCheck, InitFile, ServiceDecl
 from taskspace.core.errors import InvalidInput
+from taskspace.core.naming import IMAGE_REF_RE
 
 SERVICES_PATH = ".taskspace/services.yaml"
 MAX_SERVICES_BYTES = 256 * 1024
@@ -74,7 +75,6 @@ HOST_PLACEHOLDER = "${host}"
 _SERVICE_KEYS = ("image", "build", "env", "command", "ports", "healthcheck", "init", "publish")
 _BUILD_KEYS = ("dockerfile", "context", "args", "target")
 _HEALTHCHECK_KEYS = ("test", "interval", "timeout", "retries", "start_period")
-_IMAGE_RE = re.compile(r"^[^\s\x00-\x1f\x7f]{1,255}\Z")
 _PLACEHOLDER_RE = re.compile(r"\$\{([^}]*)\}?")
 _USER_SHELL = ["/bin/sh", "-c"]
 
@@ -247,10 +247,10 @@ def _image_or_build(spec: dict[str, Any], key: str, path: str) -> tuple[str | No
     if image is None and build is None:
         raise InvalidInput(f"{path}: {key} has neither image nor build.", hint=choose, field=key)
     if image is not None:
-        if not isinstance(image, str) or not _IMAGE_RE.match(image):
+        if not isinstance(image, str) or not IMAGE_REF_RE.match(image):
             raise InvalidInput(
                 f"{path}: {key}.image must be an image name such as postgres:16.",
-                hint="Write the image reference without spaces, e.g. redis:7-alpine.",
+                hint="Write the image reference in lower case without spaces, e.g. redis:7-alpine.",
                 field=f"{key}.image",
             )
         return image, None

@@ -122,12 +122,13 @@ async def sample(rt: Runtime, *, force: bool = False) -> SampleReport | None:
         backend: Any = rt.backend  # SupportsStats, checked above
         readings = await backend.sample(sorted(running))
     at = utcnow()
-    rows: list[dict[str, Any]] = [{"at": at, "workspace_id": workspace_id, "project_id": running[workspace_id].project_id,
-             "owner_id": running[workspace_id].owner_id,
-             "cpu_percent": cpu_percent(previous.get(workspace_id), stats),
-             "memory_bytes": stats.memory_bytes, "disk_bytes": stats.disk_bytes,
-             "cpu_total": stats.cpu_total, "cpu_system": stats.cpu_system}
-            for workspace_id, stats in sorted(readings.items()) if workspace_id in running]
+    rows: list[dict[str, Any]] = [
+        {"at": at, "workspace_id": workspace_id, "project_id": running[workspace_id].project_id,
+         "owner_id": running[workspace_id].owner_id,
+         "cpu_percent": cpu_percent(previous.get(workspace_id), stats),
+         "memory_bytes": stats.memory_bytes, "disk_bytes": stats.disk_bytes,
+         "cpu_total": stats.cpu_total, "cpu_system": stats.cpu_system}
+        for workspace_id, stats in sorted(readings.items()) if workspace_id in running]
     cutoff = at - timedelta(days=rt.settings.metrics_retention_days)
     async with transaction(rt.sessions) as session:
         if rows:

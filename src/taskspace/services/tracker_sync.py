@@ -111,6 +111,9 @@ async def apply_tickets(session: AsyncSession, project: Project, found: list[Tic
                                status_changed_at=data.updated_at, **values))
             changed += 1
             continue
+        if data.updated_at < ticket.updated_at:
+            # Older than what we have (a poll answered from a lagging index after a webhook).
+            continue
         if ticket.status != values["status"]:
             ticket.status_changed_at = data.updated_at
         if any(getattr(ticket, k) != v for k, v in values.items()):

@@ -57,7 +57,8 @@ def validate_password(password: str) -> str:
         raise InvalidInput(f"The password is shorter than {MIN_PASSWORD} characters.",
                            hint="Use a longer passphrase.", field="password")
     if len(password) > 1024:
-        raise InvalidInput("The password is longer than 1024 characters.", field="password")
+        raise InvalidInput("The password is longer than 1024 characters.", hint="Use a shorter passphrase.",
+                           field="password")
     return password
 
 
@@ -97,8 +98,13 @@ async def create_user(*, session: AsyncSession, actor: User, username: str, role
     return user
 
 
+EMAIL_RE = re.compile(r"^[^@\s<>\"']{1,64}@[A-Za-z0-9.-]{1,253}\Z")
+ACCOUNT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+:-]{0,199}\Z")
+
+
 async def update_user(*, session: AsyncSession, actor: User, username: str, role: str | None = None,
-                      disabled: bool | None = None, password: str | None = None) -> User:
+                      disabled: bool | None = None, password: str | None = None, email: str | None = None,
+                      tracker_accounts: list[str] | None = None) -> User:
     require_admin(actor.role, "change users")
     user = await get_by_username(session=session, username=username)
     if user is None:
@@ -118,6 +124,16 @@ async def update_user(*, session: AsyncSession, actor: User, username: str, role
                 await session.delete(web)
     if password is not None:
         user.password_hash = _hasher.hash(validate_password(password))
+    if email is not None:
+        if email and not EMAIL_RE.match(email):
+            raise InvalidInput(f"{email!r} is not an email address.", field="email")
+        user.email = email or None
+    if tracker_accounts is not None:
+        bad = [a for a in tracker_accounts if not ACCOUNT_RE.match(a)]
+        if bad:
+            raise InvalidInput(f"{bad[0]!r} is not a tracker account.", hint="Give account ids or logins.",
+                               field="tracker_accounts")
+        user.tracker_accounts = list(dict.fromkeys(tracker_accounts))
     return user
 
 

@@ -125,7 +125,7 @@ async def _choose_repos(rt: Runtime, session: AsyncSession, user: User, project_
         raise InvalidInput(f"The project has no repository named {', '.join(map(repr, unknown))}.",
                            hint=f"Repositories: {', '.join(by_name)}.", field="repos")
     if len(set(wanted)) != len(wanted):
-        raise InvalidInput("A repository is chosen twice.", field="repos")
+        raise InvalidInput("A repository is chosen twice.", hint="Name each repository once.", field="repos")
     primary = next(r for r in project_repos if r.is_primary)
     if primary.name not in wanted:
         wanted.insert(0, primary.name)  # its .taskspace/ and Dockerfile make the environment
@@ -302,7 +302,9 @@ def _check_argv(argv: list[str]) -> None:
     if not argv or not argv[0]:
         raise InvalidInput("No command given.", hint="Pass the command after '--'.", field="argv")
     if len(argv) > MAX_ARGV or any(len(a) > MAX_ARG_LENGTH or "\x00" in a for a in argv):
-        raise InvalidInput("The command is too long or contains NUL characters.", field="argv")
+        raise InvalidInput("The command is too long or contains NUL characters.",
+                           hint=f"Give at most {MAX_ARGV} arguments of at most {MAX_ARG_LENGTH} characters, "
+                                "without NUL; put long input in a file.", field="argv")
 
 
 async def exec_stream(rt: Runtime, ws: Workspace, argv: list[str]) -> AsyncIterator[ExecChunk | int]:

@@ -293,6 +293,10 @@ class UserPatch(Body):
     role: str | None = Field(None, description="developer, reviewer or admin")
     disabled: bool | None = None
     password: SecretStr | None = None
+    email: str | None = Field(None, max_length=254)
+    tracker_accounts: list[str] | None = Field(None, description="This person's accounts in trackers (Jira "
+                                               "account ids, GitLab/GitHub logins), for 'my tickets'",
+                                               max_length=20)
 
 
 class AdminUserOut(BaseModel):
@@ -302,6 +306,7 @@ class AdminUserOut(BaseModel):
     display_name: str | None
     sso: bool
     disabled: bool
+    tracker_accounts: list[str]
     created_at: datetime
     last_login_at: datetime | None
 

@@ -25,7 +25,8 @@ MAX_ID = 2**63 - 1
 
 def _admin_view(u: User) -> AdminUserOut:
     return AdminUserOut(username=u.username, role=u.role, email=u.email, display_name=u.display_name,
-                        sso=u.oidc_subject is not None, disabled=u.disabled_at is not None, created_at=u.created_at,
+                        sso=u.oidc_subject is not None, disabled=u.disabled_at is not None,
+                        tracker_accounts=list(u.tracker_accounts or []), created_at=u.created_at,
                         last_login_at=u.last_login_at)
 
 
@@ -81,7 +82,8 @@ async def update_user(username: str, body: UserPatch, session: SessionDep, user:
     """Change a role, disable or enable, or set a password (admins). Disabling signs out."""
     updated = await users.update_user(session=session, actor=user, username=username, role=body.role,
                                       disabled=body.disabled,
-                                      password=body.password.get_secret_value() if body.password else None)
+                                      password=body.password.get_secret_value() if body.password else None,
+                                      email=body.email, tracker_accounts=body.tracker_accounts)
     return _admin_view(updated)
 
 

@@ -78,7 +78,8 @@
     width: 2,
     fill: "rgba(109, 141, 255, 0.15)",
     paths: uPlot.paths.stepped({ align: 1 }),
-    points: { size: 5, fill: accent },  // drawn where they are sparse (uPlot's default)
+    // A few samples (a new installation) would be too short a line to see: mark each one.
+    points: { show: (data.running[0] || []).length <= 60, size: 6, fill: accent },
     value: function (u, v) { return v == null ? "—" : String(v); }
   }, function (v) { return Number.isInteger(v) ? String(v) : ""; }, 0, 3600);
 
