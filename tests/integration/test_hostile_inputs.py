@@ -224,7 +224,7 @@ PROJECT_FIELDS = [
     project("memory beyond any machine", "more memory than a machine has", memory="99999999999t"),
     project("unknown purge status", "is not a status", purge_on=["<script>"]),
     project("unknown purge category", "is not a status category", purge_on_category="never"),
-    project("unknown field owner", "Extra inputs are not permitted", owner="mallory"),
+    project("unknown field maintainer", "Extra inputs are not permitted", maintainer="mallory"),
     project("unknown field admin", "Extra inputs are not permitted", admin=True),
     project("name is a number", "valid string", name=123),
     Hostile("project body is a list", "POST", "/projects", [], "valid dictionary"),
