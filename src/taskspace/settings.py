@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     metrics_retention_days: float = Field(14.0, gt=0, description="Days resource samples are kept.")
     activity_check_interval: float = Field(60.0, gt=0, description="Seconds between two checks of the running "
                                            "workspaces for an attached IDE (usage analytics' last activity).")
+    pool_check_interval: float = Field(60.0, gt=0, description="Seconds between two checks that the spares of "
+                                       "the warm pool still match their project's default branches.")
+    pool_recycle_hours: float = Field(24.0, gt=0, description="Hours after which a spare of the warm pool is "
+                                      "replaced by a fresh one.")
     smtp_host: str | None = Field(None, description="SMTP server that sends notification emails; None: no email.")
     smtp_port: int = Field(587, ge=1, le=65535, description="Port of the SMTP server.")
     smtp_security: Literal["starttls", "tls", "none"] = Field(

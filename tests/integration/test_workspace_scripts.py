@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import docker
@@ -27,7 +28,9 @@ from taskspace.core.environment import LifecycleCommand
 from taskspace.core.workspace_scripts import (
     MIRRORS_DIR,
     NO_GIT_EXIT,
+    ON_CREATE_DONE,
     POST_CREATE_DONE,
+    SPARE_MARKER,
     STARTUP_LOG,
     CloneTarget,
     clone_script,
@@ -261,6 +264,79 @@ def test_clone_of_an_unknown_base_fails_and_leaves_nothing_that_looks_finished(b
     assert result.code != 0
     assert box.run("test -e /workspace/api").code == 1
     assert clone(box, target(box.mirrors)).out.strip() == "cloned api"
+
+
+def advance(mirrors: Path, name: str, branch: str, files: dict[str, str], tmp: Path) -> str:
+    """Commit ``files`` on ``branch`` of the mirror (from main when new), as a push would. Returns the commit."""
+    work = tmp / f"advance-{name}-{secrets.token_hex(3)}"
+    host_git("clone", "--quiet", str(mirrors / f"{name}.git"), str(work))
+    host_git("checkout", "--quiet", "-B", branch, f"origin/{branch}" if branch == "main" else "origin/main", cwd=work)
+    for path, content in files.items():
+        (work / path).write_text(content)
+    host_git("add", "-A", cwd=work)
+    host_git("-c", "user.name=Other", "-c", "user.email=other@example.com", "commit", "--quiet", "-m", "more",
+             cwd=work)
+    host_git("push", "--quiet", "origin", f"{branch}:{branch}", cwd=work)
+    return host_git("rev-parse", "HEAD", cwd=work)
+
+
+def spare_targets(mirrors: Path) -> list[CloneTarget]:
+    return [CloneTarget(name=n, mirror=f"{MIRRORS_DIR}/{n}.git", url=ORIGIN[n], branch="main",
+                        base_sha=sha(mirrors, n, "main"), branch_existed=True) for n in ("api", "web")]
+
+
+def test_a_spare_is_cloned_on_the_default_branches_without_anyone_s_identity(box):
+    result = box.run(clone_script(spare_targets(box.mirrors), user_name=None, user_email=None, spare=True))
+
+    assert result.code == 0, result.err
+    assert result.out.splitlines() == ["cloned api", "cloned web"]
+    assert box.sh("git -C /workspace/api symbolic-ref --short HEAD") == "main"
+    assert box.sh("git -C /workspace/api rev-parse --abbrev-ref '@{upstream}'") == "origin/main"
+    assert box.sh(f"test -e /workspace/api/{SPARE_MARKER} && echo spare") == "spare"
+    assert box.run("git -C /workspace/api config user.name").code == 1
+
+
+def test_a_claimed_spare_moves_to_the_ticket_branch_as_the_mirror_has_it_now(box, tmp_path):
+    assert box.run(clone_script(spare_targets(box.mirrors), user_name=None, user_email=None, spare=True)).code == 0
+    box.write("/workspace/api/build-cache.txt", "made by onCreateCommand\n")  # untracked: comes along
+    # Pushed since the spare was built: main moved on, and web got the ticket's branch.
+    main_now = advance(box.mirrors, "api", "main", {"CHANGELOG": "more\n"}, tmp_path)
+    ticket_tip = advance(box.mirrors, "web", BRANCH, {"ticket.txt": "started elsewhere\n"}, tmp_path)
+    claim = [CloneTarget(name="api", mirror=f"{MIRRORS_DIR}/api.git", url=ORIGIN["api"], branch=BRANCH,
+                         base_sha=main_now, branch_existed=False),
+             CloneTarget(name="web", mirror=f"{MIRRORS_DIR}/web.git", url=ORIGIN["web"], branch=BRANCH,
+                         base_sha=ticket_tip, branch_existed=True)]
+
+    result = clone(box, *claim)
+    again = clone(box, *claim)
+
+    assert result.code == 0, result.err
+    assert result.out.splitlines() == ["switched api", "switched web"]
+    assert again.out.splitlines() == ["kept api", "kept web"]
+    assert box.sh("git -C /workspace/api symbolic-ref --short HEAD") == BRANCH
+    assert box.sh("git -C /workspace/api rev-parse HEAD") == main_now
+    assert box.sh("cat /workspace/api/CHANGELOG /workspace/api/build-cache.txt") == "more\nmade by onCreateCommand"
+    assert box.sh("git -C /workspace/api branch --format='%(refname:short)'") == BRANCH  # the spare's main is gone
+    assert box.sh("git -C /workspace/web rev-parse HEAD") == ticket_tip
+    assert box.sh("git -C /workspace/web rev-parse --abbrev-ref '@{upstream}'") == f"origin/{BRANCH}"
+    for name in ("api", "web"):
+        assert box.run(f"test -e /workspace/{name}/{SPARE_MARKER}").code == 1
+        assert box.sh(f"git -C /workspace/{name} config user.email") == "dev@example.com"
+        assert box.sh(f"git -C /workspace/{name} remote get-url origin") == ORIGIN[name]
+        assert box.sh(f"git -C /workspace/{name} status --porcelain --untracked-files=no") == ""
+
+
+def test_a_claimed_spare_whose_changes_conflict_with_the_branch_fails_and_stays_a_spare(box, tmp_path):
+    assert box.run(clone_script(spare_targets(box.mirrors), user_name=None, user_email=None, spare=True)).code == 0
+    box.write("/workspace/api/README.md", "# changed by onCreateCommand\n")
+    moved = advance(box.mirrors, "api", "main", {"README.md": "# api, moved on\n"}, tmp_path)
+
+    result = clone(box, CloneTarget(name="api", mirror=f"{MIRRORS_DIR}/api.git", url=ORIGIN["api"], branch=BRANCH,
+                                    base_sha=moved, branch_existed=False))
+
+    assert result.code != 0
+    assert "README.md" in result.err
+    assert box.sh(f"test -e /workspace/api/{SPARE_MARKER} && echo spare") == "spare"  # a retry tries again
 
 
 # --------------------------------------------------------------------------------------------
@@ -593,3 +669,35 @@ def test_a_full_rescue_bundles_everything(box, tmp_path):
     assert "complete history" in verified
     assert host_git("rev-parse", "rescued", cwd=repo) == sha(box.mirrors, "api", "main")
     assert host_git("show", "rescued:README.md", cwd=repo) == "# api"
+
+
+def test_a_prebuild_runs_on_create_and_update_content_once_and_the_claim_runs_the_rest(primary):
+    hooks = {"on_create": one("echo created >> /workspace/on-create"),
+             "update_content": one("echo updated >> /workspace/update-content"),
+             "post_create": one("echo post-created >> /workspace/post-create"),
+             "post_start": one("echo started >> /workspace/started")}
+    script = partial(startup_script, primary="api", timeout_seconds=60, **hooks)
+
+    prebuild = primary.run(script(prebuild=True))
+    claimed = primary.run(script())
+    restart = primary.run(script())
+
+    assert prebuild.code == claimed.code == restart.code == 0
+    assert parse_status(prebuild.err) == [("onCreateCommand", "0"), ("updateContentCommand", "0")]
+    assert parse_status(claimed.err) == [("postCreateCommand", "0"), ("postStartCommand", "0"), ("startup.sh", "0")]
+    assert parse_status(restart.err) == [("postStartCommand", "0"), ("startup.sh", "0")]
+    assert primary.sh("cat /workspace/on-create /workspace/update-content /workspace/post-create") == \
+        "created\nupdated\npost-created"
+    assert primary.sh("cat /workspace/runs") == "run\nrun"  # not in the prebuild
+    assert primary.sh(f"test -e {ON_CREATE_DONE} && echo done") == "done"
+    assert primary.read(STARTUP_LOG + ".2").decode().startswith("# prebuild at ")
+
+
+def test_a_launch_without_a_pool_runs_every_lifecycle_command_in_order(primary):
+    order = {name: one(f"echo {name} >> /workspace/order")
+             for name in ("on_create", "update_content", "post_create", "post_start")}
+
+    result = primary.run(startup_script(primary="api", timeout_seconds=60, **order))
+
+    assert result.code == 0
+    assert primary.sh("cat /workspace/order") == "on_create\nupdate_content\npost_create\npost_start"

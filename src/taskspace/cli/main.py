@@ -277,12 +277,13 @@ def project_add(
         "--tracker-config-file", help="JSON file with the tracker's settings (credentials included)")] = None,
     max_age: Annotated[str | None, typer.Option(help="Purge workspaces older than this, e.g. 30d")] = None,
     idle_stop: Annotated[str | None, typer.Option(help="Stop workspaces unused for this long, e.g. 8h")] = None,
+    warm_pool: Annotated[int, typer.Option(help="Prebuilt workspaces kept ready for launches (0 to 10)")] = 0,
 ) -> None:
     """Register a project made of one or more git repositories (admins)."""
     body = {"name": name, "repos": repo, "dockerfile": dockerfile, "purge_on": purge_on, "grace": grace,
             "key": key, "cpus": cpus, "memory": memory, "pids": pids, "tracker": tracker,
             "tracker_config": _read_config(tracker_config_file) or {}, "max_age": max_age,
-            "idle_stop": idle_stop}
+            "idle_stop": idle_stop, "warm_pool": warm_pool}
     project = _client().call("POST", "/projects", json_body=body, timeout=300)
     out.print(f"Project {project['name']} ({project['key']}) with "
               + ", ".join(f"{r['name']}@{r['default_branch']}" for r in project["repos"]))
@@ -310,14 +311,16 @@ def project_set(
     idle_stop: Annotated[str | None, typer.Option(help="e.g. 8h, or never")] = None,
     tracker: Annotated[str | None, typer.Option(help="builtin, jira, gitlab or github")] = None,
     tracker_config_file: Annotated[Path | None, typer.Option("--tracker-config-file")] = None,
+    warm_pool: Annotated[int | None, typer.Option(help="Prebuilt workspaces kept ready (0 to 10)")] = None,
 ) -> None:
-    """Change a project's purge policy or tracker link (admins)."""
+    """Change a project's purge policy, warm pool or tracker link (admins)."""
     body = {"purge_on": purge_on, "purge_on_category": purge_on_category, "grace": grace, "max_age": max_age,
-            "idle_stop": idle_stop, "tracker": tracker, "tracker_config": _read_config(tracker_config_file)}
+            "idle_stop": idle_stop, "tracker": tracker, "tracker_config": _read_config(tracker_config_file),
+            "warm_pool": warm_pool}
     project = _client().call("PATCH", f"/projects/{name}", json_body={k: v for k, v in body.items() if v is not None})
     out.print(f"Project {project['name']}: tracker {project['tracker']}, purge on "
               f"{project['purge_on_category'] or '-'} {', '.join(project['purge_on_statuses'])}, "
-              f"grace {project['purge_grace_seconds']}s.")
+              f"grace {project['purge_grace_seconds']}s, warm pool {project['warm_pool']}.")
 
 
 @project_app.command("sync")
@@ -335,13 +338,27 @@ def project_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
     if as_json:
         _print_json(projects)
         return
-    table = Table("key", "name", "repositories", "purge on", "grace")
+    table = Table("key", "name", "repositories", "purge on", "grace", "warm pool")
     for p in projects:
         purge = ", ".join(filter(None, [p["purge_on_category"] and f"category {p['purge_on_category']}",
                                         *p["purge_on_statuses"]]))
         table.add_row(p["key"], p["name"], "\n".join(f"{r['name']}  {r['url']}" for r in p["repos"]), purge,
-                      f"{p['purge_grace_seconds']}s")
+                      f"{p['purge_grace_seconds']}s", _pool_cell(p))
     out.print(table)
+
+
+def _pool_cell(project: dict[str, Any]) -> str:
+    pool = project.get("pool")
+    if not project["warm_pool"] and not (pool and pool["building"] + pool["ready"]):
+        return "-"
+    if not pool:
+        return str(project["warm_pool"])
+    parts = [f"{pool['ready']}/{project['warm_pool']} ready"]
+    if pool["building"]:
+        parts.append(f"{pool['building']} building")
+    if pool["failed"]:
+        parts.append(f"{pool['failed']} failed: {pool['error']}")
+    return ", ".join(parts)
 
 
 # Tokens ----------------------------------------------------------------------------------------

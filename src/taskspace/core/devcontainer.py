@@ -5,8 +5,8 @@ The file comes from a user's repository, so it is untrusted: every problem becom
 parser enforces a size and a nesting limit.
 
 Honoured: ``image``; ``build.dockerfile``/``context``/``args``/``target`` (and the legacy
-top-level ``dockerFile``/``context``); ``containerEnv``; ``remoteEnv``; ``postCreateCommand``;
-``postStartCommand``; ``forwardPorts``; ``mounts`` (volumes and tmpfs only); ``remoteUser``;
+top-level ``dockerFile``/``context``); ``containerEnv``; ``remoteEnv``; ``onCreateCommand``;
+``updateContentCommand``; ``postCreateCommand``; ``postStartCommand``; ``forwardPorts``; ``mounts`` (volumes and tmpfs only); ``remoteUser``;
 ``containerUser``. Settings that a workspace cannot honour safely are reported in
 ``EnvironmentConfig.warnings``; keys this module does not know (``name``, ``customizations``
 and the many tool-specific ones) are ignored.
@@ -87,8 +87,6 @@ _NOT_HONOURED = {
     "features": "Dev container features are not installed: bake them into your Dockerfile instead.",
     "runArgs": "runArgs are not passed to the container engine: the platform decides how workspaces run.",
     "initializeCommand": "initializeCommand runs on the host and is never run.",
-    "onCreateCommand": "onCreateCommand is not run: use postCreateCommand instead.",
-    "updateContentCommand": "updateContentCommand is not run: use postCreateCommand instead.",
     "postAttachCommand": "postAttachCommand is not run: use postStartCommand instead.",
     "appPort": "appPort is not published: use forwardPorts instead.",
     "privileged": "privileged is ignored: workspaces never run privileged.",
@@ -111,6 +109,8 @@ _HONOURED = frozenset(
         "context",
         "containerEnv",
         "remoteEnv",
+        "onCreateCommand",
+        "updateContentCommand",
         "postCreateCommand",
         "postStartCommand",
         "forwardPorts",
@@ -466,6 +466,8 @@ def parse_devcontainer(
         build=build,
         container_env=_env_map(config, "containerEnv", reading, allow_unset=False),
         remote_env=_env_map(config, "remoteEnv", reading, allow_unset=True),
+        on_create=_lifecycle_command(config, "onCreateCommand", reading),
+        update_content=_lifecycle_command(config, "updateContentCommand", reading),
         post_create=_lifecycle_command(config, "postCreateCommand", reading),
         post_start=_lifecycle_command(config, "postStartCommand", reading),
         forward_ports=_forward_ports(config, reading),

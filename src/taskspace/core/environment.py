@@ -45,6 +45,10 @@ class EnvironmentConfig(BaseModel):
     build: DockerBuild | None = None
     container_env: dict[str, str] = Field(default_factory=dict)
     remote_env: dict[str, str] = Field(default_factory=dict)
+    #: onCreateCommand and updateContentCommand run once, before postCreateCommand; in a workspace
+    #: of the warm pool they run while it waits to be claimed (see services.pool).
+    on_create: LifecycleCommand | None = None
+    update_content: LifecycleCommand | None = None
     post_create: LifecycleCommand | None = None
     post_start: LifecycleCommand | None = None
     forward_ports: list[int | str] = Field(default_factory=list)

@@ -16,9 +16,13 @@ WORKSPACE = "/workspace"
 STATE_DIR = "/workspace/.taskspace"
 LOG_DIR = f"{STATE_DIR}/logs"
 STARTUP_LOG = f"{LOG_DIR}/startup.log"
+ON_CREATE_DONE = f"{STATE_DIR}/on-create.done"
+UPDATE_CONTENT_DONE = f"{STATE_DIR}/update-content.done"
 POST_CREATE_DONE = f"{STATE_DIR}/post-create.done"
 MIRRORS_DIR = "/opt/taskspace/mirrors"
 CLONED_MARKER = ".git/taskspace-cloned"
+#: In a repository cloned for a workspace of the warm pool, until a launch claims it.
+SPARE_MARKER = ".git/taskspace-spare"
 NO_GIT_EXIT = 97
 #: Lines the startup runner writes on stderr to report each lifecycle step.
 STATUS_PREFIX = "TASKSPACE-STATUS "
@@ -53,11 +57,36 @@ def chown_script(owner: str) -> str:
             f"chown -R {q(owner)} {q(STATE_DIR)}")
 
 
-def clone_script(targets: list[CloneTarget], *, user_name: str | None, user_email: str | None) -> str:
+def _checkout(t: CloneTarget) -> str:
+    if t.branch_existed:
+        return f"git checkout --quiet -B {q(t.branch)} --track {q('origin/' + t.branch)}"
+    return f"git checkout --quiet -B {q(t.branch)} {q(t.base_sha)}"
+
+
+def _identity(user_name: str | None, user_email: str | None) -> list[str]:
+    lines = []
+    if user_name:
+        lines.append(f"git config user.name {q(user_name)}")
+    if user_email:
+        lines.append(f"git config user.email {q(user_email)}")
+    return lines
+
+
+#: The mirror belongs to the server's user: git refuses another owner's repository unless told,
+#: and upload-pack runs with the caller's config environment cleared.
+_FROM_MIRROR = "-c safe.directory='*'", "--upload-pack=\"git -c safe.directory='*' upload-pack\""
+
+
+def clone_script(targets: list[CloneTarget], *, user_name: str | None, user_email: str | None,
+                 spare: bool = False) -> str:
     """Clone each repository from its mirror into /workspace/<name> on the ticket branch.
 
     A repository is cloned into a temporary directory and renamed into place once complete
-    (with a marker), so a crash never leaves a half clone that looks finished."""
+    (with a marker), so a crash never leaves a half clone that looks finished. ``spare``: a
+    workspace of the warm pool, cloned on each target's branch and marked as such; a later run
+    without ``spare`` (the workspace was claimed) fetches from the mirror and moves each
+    repository to the ticket branch."""
+    config, upload = _FROM_MIRROR
     lines = [
         "set -eu",
         f"command -v git >/dev/null 2>&1 || exit {NO_GIT_EXIT}",
@@ -65,28 +94,33 @@ def clone_script(targets: list[CloneTarget], *, user_name: str | None, user_emai
     ]
     for t in targets:
         dest, tmp = f"{WORKSPACE}/{t.name}", f"{STATE_DIR}/clone-{t.name}"
+        if not spare:
+            lines += [
+                f"if [ -e {q(dest + '/' + SPARE_MARKER)} ]; then",
+                f"  cd {q(dest)}",
+                '  was=$(git symbolic-ref -q --short HEAD || true)',
+                f"  git {config} fetch --quiet --prune {upload} {q(t.mirror)} '+refs/heads/*:refs/remotes/origin/*'",
+                f"  {_checkout(t)}",
+                f'  if [ -n "$was" ] && [ "$was" != {q(t.branch)} ]; then git branch --quiet -D "$was"; fi',
+                *["  " + line for line in _identity(user_name, user_email)],
+                f"  rm -f {q(SPARE_MARKER)}",
+                "  cd /",
+                f"  echo 'switched {t.name}'",
+                f"elif [ ! -e {q(dest + '/' + CLONED_MARKER)} ]; then",
+            ]
+        else:
+            lines.append(f"if [ ! -e {q(dest + '/' + CLONED_MARKER)} ]; then")
         lines += [
-            f"if [ ! -e {q(dest + '/' + CLONED_MARKER)} ]; then",
             f"  rm -rf {q(tmp)}",
-            # The mirror belongs to the server's user: git refuses another owner's repository
-            # unless told, and upload-pack runs with the caller's config environment cleared.
-            (f"  git -c safe.directory='*' clone --quiet --no-checkout "
-             f"--upload-pack=\"git -c safe.directory='*' upload-pack\" {q(t.mirror)} {q(tmp)}"),
+            f"  git {config} clone --quiet --no-checkout {upload} {q(t.mirror)} {q(tmp)}",
             f"  cd {q(tmp)}",
             f"  git remote set-url origin {q(t.url)}",
             # Drop the upstream that clone set for the mirror's HEAD; the ticket branch gets its own.
             '  git config --remove-section "branch.$(git symbolic-ref --short HEAD)" 2>/dev/null || true',
-        ]
-        if t.branch_existed:
-            lines.append(f"  git checkout --quiet -B {q(t.branch)} --track {q('origin/' + t.branch)}")
-        else:
-            lines.append(f"  git checkout --quiet -b {q(t.branch)} {q(t.base_sha)}")
-        lines.append("  git config push.autoSetupRemote true")
-        if user_name:
-            lines.append(f"  git config user.name {q(user_name)}")
-        if user_email:
-            lines.append(f"  git config user.email {q(user_email)}")
-        lines += [
+            f"  {_checkout(t)}",
+            "  git config push.autoSetupRemote true",
+            *["  " + line for line in _identity(user_name, user_email)],
+            *([f"  touch {q(SPARE_MARKER)}"] if spare else []),
             f"  touch {q(CLONED_MARKER)}",
             "  cd /",
             f"  rm -rf {q(dest)}",
@@ -133,11 +167,22 @@ def _hook(label: str, command: LifecycleCommand) -> list[str]:
     return lines
 
 
+def _once(label: str, command: LifecycleCommand, marker: str) -> list[str]:
+    """A lifecycle command that runs until it succeeds once in the workspace's volume."""
+    return [f"if [ ! -e {q(marker)} ]; then",
+            *["  " + line for line in _hook(label, command)],
+            f"  touch {q(marker)}", "fi"]
+
+
 def startup_script(*, primary: str, post_create: LifecycleCommand | None,
-                   post_start: LifecycleCommand | None, timeout_seconds: int, keep_logs: int = 5) -> str:
-    """postCreateCommand (first start only), postStartCommand, then the primary repository's
-    ``.taskspace/startup.sh``; output to the startup log, one status line per step on fd 3
-    (stderr of the exec). Exits with the first failing step's code."""
+                   post_start: LifecycleCommand | None, timeout_seconds: int, keep_logs: int = 5,
+                   on_create: LifecycleCommand | None = None, update_content: LifecycleCommand | None = None,
+                   prebuild: bool = False) -> str:
+    """onCreateCommand, updateContentCommand and postCreateCommand (each until it has succeeded
+    once), postStartCommand, then the primary repository's ``.taskspace/startup.sh``; output to
+    the startup log, one status line per step on fd 3 (stderr of the exec). Exits with the first
+    failing step's code. ``prebuild`` (a workspace of the warm pool, not yet anyone's) stops
+    after updateContentCommand: the rest runs once the workspace is claimed."""
     log = STARTUP_LOG
     rotate = [f'[ -e "{log}.{i}" ] && mv -f "{log}.{i}" "{log}.{i + 1}"' for i in range(keep_logs - 1, 0, -1)]
     lines = [
@@ -146,13 +191,17 @@ def startup_script(*, primary: str, post_create: LifecycleCommand | None,
         *[r + " || true" for r in rotate],
         f'[ -e "{log}" ] && mv -f "{log}" "{log}.1" || true',
         f'exec >"{log}" 2>&1',
-        'echo "# startup at $(date -u +%Y-%m-%dT%H:%M:%SZ)"',
+        f'echo "# {"prebuild" if prebuild else "startup"} at $(date -u +%Y-%m-%dT%H:%M:%SZ)"',
         f"cd {q(WORKSPACE + '/' + primary)} || exit 1",
     ]
+    for label, command, marker in (("onCreateCommand", on_create, ON_CREATE_DONE),
+                                   ("updateContentCommand", update_content, UPDATE_CONTENT_DONE)):
+        if command:
+            lines += _once(label, command, marker)
+    if prebuild:
+        return "\n".join([*lines, "exit 0"]) + "\n"
     if post_create:
-        lines += [f"if [ ! -e {q(POST_CREATE_DONE)} ]; then",
-                  *["  " + line for line in _hook("postCreateCommand", post_create)],
-                  f"  touch {q(POST_CREATE_DONE)}", "fi"]
+        lines += _once("postCreateCommand", post_create, POST_CREATE_DONE)
     if post_start:
         lines += _hook("postStartCommand", post_start)
     script = ".taskspace/startup.sh"

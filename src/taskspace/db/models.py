@@ -173,6 +173,8 @@ class Project(Base):
     pids_limit: Mapped[int | None] = mapped_column(Integer)
     max_age_seconds: Mapped[int | None] = mapped_column(Integer)
     idle_stop_seconds: Mapped[int | None] = mapped_column(Integer)
+    #: How many ready workspaces of the warm pool to keep for launches to claim (services.pool).
+    warm_pool: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     #: The tracker's credentials, sealed by the vault like git tokens (the rest is tracker_config).
     tracker_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     tracker_wrapped: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -219,7 +221,10 @@ class Ticket(Base):
 
 
 class Workspace(Base):
-    """One workspace per (ticket, owner) among those not purged; purged rows stay as history."""
+    """One workspace per (ticket, owner) among those not purged; purged rows stay as history.
+
+    A workspace of the warm pool (a *spare*) has no ticket and no owner until a launch claims it;
+    ``pool_key`` says which launches it can serve (see ``services.pool``)."""
 
     __tablename__ = "workspaces"
     __table_args__ = (
@@ -233,9 +238,10 @@ class Workspace(Base):
         ),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
-    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    pool_key: Mapped[str | None] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(20), index=True)
     desired: Mapped[str] = mapped_column(String(20))
     step: Mapped[str | None] = mapped_column(String(20))
@@ -263,11 +269,15 @@ class Workspace(Base):
     discard_unpushed: Mapped[bool] = mapped_column(Boolean, default=False)
     version: Mapped[int] = mapped_column(Integer, default=0)
 
-    ticket: Mapped[Ticket] = relationship(lazy="joined")
-    owner: Mapped[User] = relationship(lazy="joined")
+    ticket: Mapped[Ticket | None] = relationship(lazy="joined")
+    owner: Mapped[User | None] = relationship(lazy="joined")
     repos: Mapped[list[WorkspaceRepo]] = relationship(
         order_by="WorkspaceRepo.position", cascade="all, delete-orphan", lazy="selectin"
     )
+
+    @property
+    def is_spare(self) -> bool:
+        return self.ticket_id is None
 
 
 class WorkspaceRepo(Base):

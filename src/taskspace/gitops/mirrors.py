@@ -91,6 +91,11 @@ class Mirrors:
             (path / "taskspace-fetched").write_text(str(time.time()))
         return path
 
+    def fetched(self, repo: RepoUrl) -> Path | None:
+        """The mirror of ``repo`` if a fetch into it has ever succeeded, without fetching."""
+        path = self.path_for(repo)
+        return path if (path / "taskspace-fetched").exists() else None
+
     async def branches(self, mirror: Path) -> dict[str, str]:
         result = await self._git(["for-each-ref", "--format=%(refname:lstrip=2) %(objectname)", "refs/heads"],
                                  cwd=mirror)

@@ -28,6 +28,17 @@ def create_bare_repo(path: Path, files: dict[str, str | bytes], *, branch: str =
     _git("fast-import", "--quiet", "--date-format=raw", cwd=path, input=stream)
 
 
+def add_commit(path: Path, files: dict[str, str | bytes], *, branch: str = "main", start: str | None = None,
+               author: str = DEFAULT_AUTHOR, message: str = "Change") -> str:
+    """Commit ``files`` (added or replaced) on ``branch`` of the bare repository at ``path``, on
+    top of the branch, or of ``start`` for a new branch. Returns the new commit's id."""
+    ref = f"refs/heads/{branch}"
+    parent = f"{start or ref}^0"
+    _git("fast-import", "--quiet", "--date-format=raw", cwd=path,
+         input=_commit(ref, message, files, frozenset(), parent, author))
+    return _git("rev-parse", ref, cwd=path).decode().strip()
+
+
 def _git(*args: str, cwd: Path | None = None, input: bytes | None = None) -> bytes:
     return subprocess.run(["git", *args], cwd=cwd, input=input, capture_output=True, check=True).stdout
 

@@ -4,7 +4,10 @@ timer. A pass makes one list call to the engine, loads the workspaces, then:
 * resumes work in flight (after a restart, whatever step a killed server was in),
 * restarts ready workspaces whose container is not running (an engine restart),
 * asks for purges the policy makes due, and cancels them when a ticket is reopened,
-* removes engine resources that no workspace owns, after a grace period.
+* removes engine resources that no workspace owns, after a grace period,
+
+and beside the passes keeps the warm pools full (``services.pool``), samples metrics, syncs
+trackers and does the housekeeping.
 
 The work itself runs as one task per workspace (``services.lifecycle.driver.drive``).
 """
@@ -25,7 +28,7 @@ from taskspace.core.states import Desired, State
 from taskspace.db.engine import transaction
 from taskspace.db.models import Event, Orphan, Workspace, utcnow
 from taskspace.plugins.backends.base import OwnedResource
-from taskspace.services import activity, housekeeping, leases, metrics, policy, redaction, tracker_sync
+from taskspace.services import activity, housekeeping, leases, metrics, policy, pool, redaction, tracker_sync
 from taskspace.services.lifecycle.driver import drive, next_phase
 from taskspace.services.runtime import Runtime
 
@@ -55,6 +58,8 @@ class Reconciler:
         self._slots = asyncio.Semaphore(rt.settings.max_parallel_jobs)
         self._pass_lock = asyncio.Lock()
         self.is_leader = False
+        # Spares are built while no other workspace is being worked on.
+        self.pool = pool.Keeper(rt, busy=lambda spares: any(j not in spares for j in self.jobs))
 
     # Running -----------------------------------------------------------------------------------
 
@@ -116,6 +121,7 @@ class Reconciler:
             "metrics": lambda: metrics.sample(self.rt),
             "trackers": lambda: tracker_sync.sync_due(self.rt, interval=settings.tracker_sync_interval),
             "activity": lambda: activity.check_ides(self.rt),
+            "pool": self.pool.run,
             "housekeeping": lambda: housekeeping.run(self.rt),
         }
 

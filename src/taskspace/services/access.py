@@ -15,6 +15,7 @@ from taskspace.core.states import State
 from taskspace.db.models import User, Workspace
 from taskspace.plugins.backends.base import SupportsPorts, SupportsTerminal, Terminal
 from taskspace.services import activity, workspaces
+from taskspace.services.lifecycle.plan import ticket_env
 from taskspace.services.runtime import Runtime
 
 #: How long a forwarded port's address stays valid once handed out.
@@ -38,7 +39,7 @@ async def open_terminal(rt: Runtime, *, user: User, ref: str, cols: int, rows: i
     env = (plan.get("environment") or {})
     terminal = await rt.backend.open_terminal(
         ws.id, user=env.get("remote_user") or env.get("container_user"), workdir="/workspace",
-        env={**(env.get("remote_env") or {}), "TASKSPACE_TICKET": key},
+        env={**(env.get("remote_env") or {}), **ticket_env(key, ws.branch)},
         cols=max(10, min(cols, 500)), rows=max(5, min(rows, 300)))
     await activity.mark_active(rt, ws.id, "terminal")
     return ws, activity.ActiveTerminal(rt, ws.id, terminal)

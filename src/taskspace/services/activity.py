@@ -3,7 +3,8 @@
 A workspace is used when its terminal opens or gets input, when a command runs in it (exec),
 when traffic goes through the proxy to one of its ports, and while an IDE is attached to it (a
 VS Code server or code-server process in its container, found by a periodic check). Each sets
-``first_opened_at`` (once) and ``last_active_at``, for usage analytics.
+``first_opened_at`` (once) and ``last_active_at``: usage analytics read both, and the idle-stop
+policy counts idleness from ``last_active_at``.
 
 Writes are throttled to one per workspace per minute: a memo in this process skips the
 database altogether, and the UPDATE itself only matches a row whose ``last_active_at`` is
@@ -91,8 +92,8 @@ async def touch(*, session: AsyncSession, workspace_ids: Sequence[str], now: dat
 async def mark_active(rt: Runtime, workspace_id: str, what: What) -> bool:
     """Record that the workspace is being used (``what``: terminal, exec, port or ide).
     Returns True when the row was written, False when it had been marked within the last
-    minute (or is gone). Activity is a statistic: a database error is logged, never raised,
-    so it cannot break the terminal, command or request that caused it."""
+    minute (or is gone). Best effort: a database error is logged, never raised, so it cannot
+    break the terminal, command or request that caused it."""
     key, clock = (rt.installation, workspace_id), time.monotonic()
     if _seen_recently(key, clock):
         return False

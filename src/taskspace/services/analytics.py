@@ -214,7 +214,9 @@ async def _fold_transitions(session: AsyncSession, ids: Select[Any], period: Per
                             now: datetime) -> dict[str, UsageTally]:
     """Every transition of the workspaces ``ids`` selects inside the period, and the last one
     before it (the state at ``since``), folded in one pass in (workspace, id) order."""
-    transitions = [Event.kind == "transition", Event.workspace_id.in_(ids)]
+    # A workspace claimed from the warm pool was requested when claimed: its time as a spare is nobody's use.
+    requested = select(Workspace.created_at).where(Workspace.id == Event.workspace_id).scalar_subquery()
+    transitions = [Event.kind == "transition", Event.workspace_id.in_(ids), Event.at >= requested]
     last_before = (select(func.max(Event.id)).where(*transitions, Event.at < period.since)
                    .group_by(Event.workspace_id))
     stmt = (select(Event.workspace_id, Event.at, Event.to_state)

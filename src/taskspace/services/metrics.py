@@ -109,7 +109,7 @@ async def sample(rt: Runtime, *, force: bool = False) -> SampleReport | None:
                 return None
             running = {row.id: row for row in await session.execute(
                 select(Workspace.id, Workspace.project_id, Workspace.owner_id)
-                .where(Workspace.state == State.READY.value))}
+                .where(Workspace.state == State.READY.value, Workspace.owner_id.is_not(None)))}
             previous = {row.workspace_id: (row.cpu_total, row.cpu_system) for row in await session.execute(
                 select(MetricSample.workspace_id, MetricSample.cpu_total, MetricSample.cpu_system)
                 .select_from(Workspace).join(MetricSample, _latest_sample())

@@ -53,6 +53,17 @@ class ProjectInput:
     tracker_config: dict[str, Any] = field(default_factory=dict)
     max_age_seconds: float | None = None
     idle_stop_seconds: float | None = None
+    warm_pool: int = 0
+
+
+MAX_WARM_POOL = 10
+
+
+def _warm_pool(size: int) -> int:
+    if not 0 <= size <= MAX_WARM_POOL:
+        raise InvalidInput(f"A warm pool of {size} workspaces is out of range.",
+                           hint=f"Give 0 (no pool) to {MAX_WARM_POOL}.", field="warm_pool")
+    return size
 
 
 def derive_key(name: str) -> str:
@@ -104,6 +115,7 @@ def _validate(data: ProjectInput, rt: Runtime) -> tuple[str, list[RepoInput], li
     _timer(data.max_age_seconds, "max_age")
     _timer(data.idle_stop_seconds, "idle_stop")
     _limits(data)
+    _warm_pool(data.warm_pool)
     if data.purge_on_category is not None and data.purge_on_category not in set(StatusCategory):
         raise InvalidInput(f"{data.purge_on_category!r} is not a status category.",
                            hint="Use todo, in_progress or done.", field="purge_on_category")
@@ -185,6 +197,7 @@ async def create(rt: Runtime, *, user: User, data: ProjectInput) -> Project:
             pids_limit=data.pids,
             max_age_seconds=int(data.max_age_seconds) if data.max_age_seconds else None,
             idle_stop_seconds=int(data.idle_stop_seconds) if data.idle_stop_seconds else None,
+            warm_pool=data.warm_pool,
             repos=[Repo(name=r.name, url=r.url.url, default_branch=d, is_primary=i == 0, position=i)
                    for i, (r, d) in enumerate(zip(repos, defaults, strict=True))],
         )
@@ -225,11 +238,12 @@ class ProjectPatch:
     pids: int | None = None
     tracker: str | None = None
     tracker_config: dict[str, Any] | None = None
+    warm_pool: int | None = None
 
 
 async def update(*, session: AsyncSession, vault: Vault, user: User, ref: str, patch: ProjectPatch) -> Project:
-    """Change a project's policy, limits or tracker link (admins). Validated before anything
-    changes; the purge policy applies the new rules on the next pass."""
+    """Change a project's policy, limits, warm pool or tracker link (admins). Validated before
+    anything changes; the purge policy and the pool apply the new settings on the next pass."""
     require_admin(user.role, "change projects")
     project = await get(session=session, ref=ref)
     tracker = patch.tracker or project.tracker
@@ -267,6 +281,8 @@ async def update(*, session: AsyncSession, vault: Vault, user: User, ref: str, p
         project.memory_bytes = memory
     if patch.pids is not None:
         project.pids_limit = patch.pids
+    if patch.warm_pool is not None:
+        project.warm_pool = _warm_pool(patch.warm_pool)
     await session.flush()
     return project
 

@@ -176,7 +176,7 @@ def progress_steps(ws: Workspace, events: list[Event]) -> list[StepView]:
             if name == "image":
                 detail = "cached" if data.get("cached") else "built"
             elif name == "clone":
-                detail = ", ".join(data.get("cloned", []) + data.get("kept", [])) or None
+                detail = ", ".join(data.get("cloned", []) + data.get("switched", []) + data.get("kept", [])) or None
             elif name == "services":
                 detail = ", ".join(data.get("services", [])) or None
             if event.reason:

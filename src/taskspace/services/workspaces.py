@@ -26,7 +26,8 @@ from taskspace.core.workspace_scripts import STARTUP_LOG
 from taskspace.db.engine import transaction
 from taskspace.db.models import Event, Repo, Ticket, User, Workspace, WorkspaceRepo, utcnow
 from taskspace.plugins.backends.base import ExecChunk, SupportsFileRead, SupportsIdeAttach
-from taskspace.services import activity, git_tokens
+from taskspace.services import activity, git_tokens, pool
+from taskspace.services.lifecycle.plan import ticket_env
 from taskspace.services.lifecycle.preflight import PreflightInput, RepoChoice, run_preflight
 from taskspace.services.lifecycle.prepare import build_log_path
 from taskspace.services.runtime import Runtime
@@ -65,8 +66,9 @@ async def active_for(session: AsyncSession, ticket_id: int, owner_id: int) -> Wo
 
 async def launch(rt: Runtime, *, user: User, request: LaunchRequest) -> tuple[Workspace, bool]:
     """Return the caller's workspace for the ticket, or run the preflight and create one
-    (state ``requested``; the reconciler takes it from there). Returns (workspace, created).
-    Bad input or a failed preflight raises before anything is created."""
+    (state ``requested``; the reconciler takes it from there) or claim a matching spare of the
+    project's warm pool (state ``starting``; see ``services.pool``). Returns (workspace,
+    created). Bad input or a failed preflight raises before anything is created."""
     key = validate_ticket_key(request.key.strip().upper())
     async with transaction(rt.sessions) as session:
         ticket = await session.scalar(select(Ticket).where(Ticket.key == key))
@@ -85,34 +87,50 @@ async def launch(rt: Runtime, *, user: User, request: LaunchRequest) -> tuple[Wo
                              dockerfile=project.dockerfile, branch=branch,
                              primary=next(r.name for r in rows if r.is_primary), repos=choices)
         project_id = project.id
+        # A spare of the warm pool has every repository of the project.
+        pooled = project.warm_pool > 0 and len(rows) == len(project.repos)
 
     result = await run_preflight(rt, inp)  # no session open: this talks to git remotes
+    pool_key = await pool.key_for(rt, project, result.plan, inp.workspace_id) if pooled else None
+    workspace: Workspace | None = None
 
     async with transaction(rt.sessions) as session:
-        for row in rows:
-            result.decisions[row.name].apply_to(row)
-        workspace = Workspace(id=inp.workspace_id, ticket_id=ticket_id, owner_id=user.id, project_id=project_id,
-                              state=State.REQUESTED.value, desired=Desired.READY.value, branch=branch,
-                              backend=rt.settings.backend, repos=rows, **result.workspace_values())
-        try:
-            async with session.begin_nested():
-                session.add(workspace)
-                await session.flush()
-        except IntegrityError:
-            # A concurrent launch of the same ticket by the same user won the race: return its workspace.
-            existing = await active_for(session, ticket_id, user.id)
-            if existing is None:
-                raise Conflict("The launch collided with another change.", hint="Launch again.") from None
-            return existing, False
-        session.add_all([
-            Event(workspace_id=workspace.id, actor=user.username, kind="transition", from_state=None,
-                  to_state=State.REQUESTED.value, reason=f"launched by {user.username}"),
-            Event(workspace_id=workspace.id, actor="taskspace", kind="step", step="preflight", status="ok",
-                  duration_ms=int(result.seconds * 1000), data=result.event_data()),
-        ])
+        if pool_key is not None:
+            want = pool.Claim(project_id=project_id, ticket_id=ticket_id, user=user, branch=branch, key=pool_key,
+                              workspace_id=inp.workspace_id, result=result, repos=rows)
+            try:
+                workspace = await pool.claim(session, want)
+            except IntegrityError:
+                return await _raced(session, ticket_id, user), False
+        if workspace is None:
+            for row in rows:
+                result.decisions[row.name].apply_to(row)
+            workspace = Workspace(id=inp.workspace_id, ticket_id=ticket_id, owner_id=user.id, project_id=project_id,
+                                  state=State.REQUESTED.value, desired=Desired.READY.value, branch=branch,
+                                  backend=rt.settings.backend, repos=rows, **result.workspace_values())
+            try:
+                async with session.begin_nested():
+                    session.add(workspace)
+                    await session.flush()
+            except IntegrityError:
+                return await _raced(session, ticket_id, user), False
+            session.add_all([
+                Event(workspace_id=workspace.id, actor=user.username, kind="transition", from_state=None,
+                      to_state=State.REQUESTED.value, reason=f"launched by {user.username}"),
+                Event(workspace_id=workspace.id, actor="taskspace", kind="step", step="preflight", status="ok",
+                      duration_ms=int(result.seconds * 1000), data=result.event_data()),
+            ])
     rt.bus.wake_reconciler(workspace.id)
     await rt.bus.published()
     return workspace, True
+
+
+async def _raced(session: AsyncSession, ticket_id: int, user: User) -> Workspace:
+    """A concurrent launch of the same ticket by the same user won the race: its workspace."""
+    existing = await active_for(session, ticket_id, user.id)
+    if existing is None:
+        raise Conflict("The launch collided with another change.", hint="Launch again.")
+    return existing
 
 
 async def _choose_repos(rt: Runtime, session: AsyncSession, user: User, project_repos: list[Repo],
@@ -160,7 +178,7 @@ async def find(*, session: AsyncSession, user: User, ref: str, access: Access = 
     caller may not see is reported as not found."""
     ref = ref.strip()
     by_id = await session.get(Workspace, ref.lower()) if len(ref) <= 32 else None
-    if by_id is not None:
+    if by_id is not None and not by_id.is_spare:  # spares are the pool's, seen through their project
         check_workspace(user.role, access, owner=by_id.owner_id == user.id, what=ref)
         return by_id
     stmt = (select(Workspace).join(Ticket).where(Workspace.owner_id == user.id, Ticket.key == ref.upper())
@@ -177,7 +195,7 @@ async def find(*, session: AsyncSession, user: User, ref: str, access: Access = 
 async def list_for(*, session: AsyncSession, user: User, include_purged: bool = False,
                    everyone: bool = False) -> list[Workspace]:
     """The caller's workspaces; with ``everyone`` (reviewers and admins), all of them."""
-    stmt = select(Workspace).order_by(Workspace.created_at.desc())
+    stmt = select(Workspace).where(Workspace.ticket_id.is_not(None)).order_by(Workspace.created_at.desc())
     if everyone:
         if not may(user.role, Access.READ, owner=False):
             raise Forbidden("Only reviewers and admins may list everyone's workspaces.",
@@ -319,6 +337,6 @@ async def exec_stream(rt: Runtime, ws: Workspace, argv: list[str]) -> AsyncItera
     env = plan.get("environment", {})
     user = env.get("remote_user") or env.get("container_user")
     workdir = f"/workspace/{plan.get('primary')}" if plan.get("primary") else "/workspace"
-    async for item in rt.backend.exec_stream(ws.id, argv, user=user, env=env.get("remote_env") or None,
-                                             workdir=workdir):
+    command_env = {**(env.get("remote_env") or {}), **ticket_env(ws.ticket.key if ws.ticket else None, ws.branch)}
+    async for item in rt.backend.exec_stream(ws.id, argv, user=user, env=command_env or None, workdir=workdir):
         yield item

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self, cast
 
-from taskspace.gitops.seed import create_bare_repo
+from taskspace.gitops.seed import add_commit, create_bare_repo
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +196,12 @@ class GitHttpServer:
                          extra_branches=extra_branches, author=AUTHOR)
         _git("config", "http.receivepack", "true", cwd=path)
         return self.url(name)
+
+    def commit(self, name: str, files: Mapping[str, str | bytes], *, branch: str = "main",
+               start: str | None = None, message: str = "Change") -> str:
+        """Commit ``files`` on ``branch`` (a new one starts at ``start``), as a push would; returns the commit."""
+        return add_commit(self.repo_path(name), dict(files), branch=branch, start=start, author=AUTHOR,
+                          message=message)
 
     def branches(self, name: str) -> dict[str, str]:
         """Branch name → commit sha, read from the bare repository directly."""

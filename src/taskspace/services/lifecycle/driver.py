@@ -74,7 +74,10 @@ async def _start(rt: Runtime, snap: Snapshot, *, resumed: bool) -> None:
         await transition(rt, snap, State.STARTING, reason="start requested")
     plan = plan_of(snap)
     assert plan is not None, "a workspace past preparing has a plan"
-    await start_phase(rt, snap, plan, resumed=resumed)
+    # Never ready since its launch: a spare just claimed (its repositories move to the ticket
+    # branch), or a start cut short (the clone step then keeps what is there).
+    first = resumed and snap.ws.ready_at is None and not snap.ws.is_spare
+    await start_phase(rt, snap, plan, resumed=resumed, clone=first)
     now = utcnow()
     values: dict[str, object] = {"last_started_at": now, "step": None}
     if snap.ws.ready_at is None:
@@ -83,6 +86,8 @@ async def _start(rt: Runtime, snap: Snapshot, *, resumed: bool) -> None:
     duration = (now - snap.ws.created_at).total_seconds() if snap.ws.ready_at is None else time.monotonic() - started
     failed = snap.ws.startup_detail if snap.ws.startup_status == "failed" else None
     reason = f"workspace ready, but {failed}" if failed else "workspace ready"
+    if snap.ws.is_spare:
+        reason = "ready in the warm pool, waiting for a launch to claim it"
     # People hear of the first ready (a launch); a start they asked for they are watching.
     notify = ("ready", {"ready_seconds": values["ready_seconds"], "startup_failed": failed}) \
         if "ready_seconds" in values else None
@@ -101,7 +106,7 @@ async def _purge(rt: Runtime, snap: Snapshot) -> None:
     if snap.state != State.PURGING:
         await transition(rt, snap, State.PURGING, reason="purge started")
     pushed: list[dict[str, str]] = []
-    if not snap.ws.discard_unpushed:
+    if not snap.ws.discard_unpushed and not snap.ws.is_spare:  # a spare holds nobody's work
         try:
             pushed = await rescue_step(rt, snap)
         except TaskspaceError as exc:

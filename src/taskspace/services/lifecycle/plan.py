@@ -103,13 +103,20 @@ def container_env(plan: Plan, *, hosts: dict[str, str], workspace_id: str, ticke
     for service in plan.services:
         env.update(resolve_publish(service.decl, hosts[service.decl.name]))
     env.update(plan.environment.container_env)
-    env.update({
-        "TASKSPACE_WORKSPACE": workspace_id,
-        "TASKSPACE_TICKET": ticket,
-        "TASKSPACE_BRANCH": branch,
-        "TASKSPACE_PRIMARY_REPO": f"{WORKSPACE}/{primary}",
-    })
+    env.update({"TASKSPACE_WORKSPACE": workspace_id, "TASKSPACE_PRIMARY_REPO": f"{WORKSPACE}/{primary}",
+                **ticket_env(ticket, branch)})
     return env
+
+
+def ticket_env(ticket: str | None, branch: str | None) -> dict[str, str]:
+    """The ticket's variables. A workspace of the warm pool was created before it had a ticket, so
+    its container lacks them: every command taskspace runs in a workspace gets them this way."""
+    return {"TASKSPACE_TICKET": ticket, "TASKSPACE_BRANCH": branch or ""} if ticket else {}
+
+
+def command_env(plan: Plan, *, ticket: str | None, branch: str | None) -> dict[str, str]:
+    """The environment of a command run in the workspace as its user: remoteEnv, then the ticket's."""
+    return {**plan.environment.remote_env, **ticket_env(ticket, branch)}
 
 
 def scoped_volume(project_key: str, source: str) -> str:
@@ -126,7 +133,8 @@ def workspace_spec(plan: Plan, *, workspace_id: str, installation: str, project_
               if m.type == "volume" and m.source else m for m in env_config.mounts]
     return WorkspaceSpec(
         id=workspace_id,
-        hostname=ticket.lower(),
+        # A spare has no ticket yet and keeps this name once claimed: a container's name is fixed.
+        hostname=ticket.lower() if ticket else f"{project_key.lower()}-{workspace_id[:6]}",
         image=plan.image.ref,
         labels={LABEL_WORKSPACE: workspace_id, LABEL_INSTALLATION: installation, LABEL_TICKET: ticket},
         env=container_env(plan, hosts=hosts, workspace_id=workspace_id, ticket=ticket, branch=branch,
@@ -149,3 +157,25 @@ def exec_user(plan: Plan) -> str | None:
 
 def dump(plan: Plan) -> dict[str, Any]:
     return plan.model_dump(mode="json")
+
+
+def pool_key(plan: Plan, *, workspace_id: str, shape: dict[str, Any]) -> str:
+    """What a workspace of the warm pool must share with a launch to serve it: the image, the
+    environment, the services, the repositories (by mirror) and ``shape`` (what else the
+    container was made with: limits, network, the services' init files). The workspace's id,
+    which devcontainer.json can use as ``${devcontainerId}``, is left out."""
+    document = {
+        "recipe": RECIPE_VERSION,
+        "image": plan.image.ref,
+        "environment": plan.environment.model_dump(mode="json"),
+        "services": [[s.decl.model_dump(mode="json"), s.image.ref] for s in plan.services],
+        "repos": plan.mirrors,
+        "shape": shape,
+    }
+    text = json.dumps(document, sort_keys=True).replace(workspace_id, "${devcontainerId}")
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def rebind(plan: dict[str, Any], old_id: str, new_id: str) -> dict[str, Any]:
+    """A plan decided for workspace ``old_id``, for ``new_id`` (only ``${devcontainerId}`` differs)."""
+    return json.loads(json.dumps(plan).replace(old_id, new_id))

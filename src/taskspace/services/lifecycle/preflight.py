@@ -58,6 +58,8 @@ class PreflightInput:
     branch: str
     primary: str
     repos: list[RepoChoice]
+    #: False: work from the mirrors as they are, talking to no remote (the warm pool does).
+    refresh: bool = True
 
 
 @dataclass
@@ -94,8 +96,16 @@ class PreflightResult:
 async def _check_repo(rt: Runtime, inp: PreflightInput, repo: RepoChoice) -> RepoDecision:
     url = parse_repo_url(repo.url, rt.settings.repo_url_policy)
     try:
-        mirror = await rt.mirrors.refresh(url, repo.credential)
+        if inp.refresh:
+            mirror = await rt.mirrors.refresh(url, repo.credential)
+        elif (found := rt.mirrors.fetched(url)) is not None:
+            mirror = found
+        else:
+            raise GitError(f"`{repo.url}` has not been fetched to this server yet.",
+                           hint="A launch fetches it with its user's token.")
     except GitError as exc:
+        if not inp.refresh:
+            raise
         reason = exc.message.removeprefix("git fetch failed: ")
         if repo.token_name:
             error = GitError(f"You don't have access to `{repo.url}` with token `{repo.token_name}` ({reason}).",

@@ -25,13 +25,14 @@ from taskspace.core.workspace_scripts import (
     prepare_script,
 )
 from taskspace.db.engine import transaction
-from taskspace.db.models import Build, WorkspaceRepo, utcnow
+from taskspace.db.models import Build, Project, WorkspaceRepo, utcnow
 from taskspace.plugins.backends.base import ImageSpec, WorkspaceSpec
 from taskspace.services.lifecycle import plan as plans
 from taskspace.services.lifecycle.plan import ImagePlan, Plan
 from taskspace.services.lifecycle.preflight import DOCKERFILE_LIMIT, PreflightInput, RepoChoice, run_preflight
 from taskspace.services.lifecycle.snapshot import Snapshot, StepTimer
 from taskspace.services.runtime import Runtime
+from taskspace.settings import Settings
 
 LOG_TAIL = 20
 
@@ -40,18 +41,21 @@ def plan_of(snap: Snapshot) -> Plan | None:
     return Plan.model_validate(snap.ws.plan) if snap.ws.plan else None
 
 
-def spec_for(rt: Runtime, snap: Snapshot, plan: Plan, **extra: Any) -> WorkspaceSpec:
-    """The backend spec of a workspace; resource limits from the project, else the defaults."""
-    settings, project = rt.settings, snap.project
-    network = settings.workspace_network
-    hosts = {s.decl.name: rt.backend.service_host(network, snap.id, s.decl.name) for s in plan.services}
+def limits(settings: Settings, project: Project) -> dict[str, Any]:
+    """The resource limits of the project's containers: its own, else the defaults."""
     default_memory = parse_size(settings.workspace_memory) if settings.workspace_memory else None
+    return {"pids_limit": project.pids_limit or settings.workspace_pids_limit,
+            "cpus": project.cpus or settings.workspace_cpus,
+            "memory_bytes": project.memory_bytes or default_memory}
+
+
+def spec_for(rt: Runtime, snap: Snapshot, plan: Plan, **extra: Any) -> WorkspaceSpec:
+    """The backend spec of a workspace."""
+    network = rt.settings.workspace_network
+    hosts = {s.decl.name: rt.backend.service_host(network, snap.id, s.decl.name) for s in plan.services}
     return plans.workspace_spec(plan, workspace_id=snap.id, installation=rt.installation,
-                                project_key=project.key, ticket=snap.ticket.key, branch=snap.ws.branch,
-                                network=network, hosts=hosts,
-                                pids_limit=project.pids_limit or settings.workspace_pids_limit,
-                                cpus=project.cpus or settings.workspace_cpus,
-                                memory_bytes=project.memory_bytes or default_memory, **extra)
+                                project_key=snap.project.key, ticket=snap.key or "", branch=snap.ws.branch,
+                                network=network, hosts=hosts, **limits(rt.settings, snap.project), **extra)
 
 
 # Preflight -----------------------------------------------------------------------------------
@@ -221,12 +225,16 @@ async def container_step(rt: Runtime, snap: Snapshot, plan: Plan) -> None:
 
 
 async def clone_step(rt: Runtime, snap: Snapshot, plan: Plan) -> None:
+    """Clone the repositories, or, in a spare just claimed, move them to the ticket branch."""
     async with StepTimer(rt, snap, Step.CLONE) as step:
-        targets = [CloneTarget(name=r.name, mirror=f"{MIRRORS_DIR}/{r.name}.git", url=r.url, branch=snap.ws.branch,
-                               base_sha=r.base_sha or "", branch_existed=bool(r.branch_existed))
+        spare = snap.ws.is_spare
+        targets = [CloneTarget(name=r.name, mirror=f"{MIRRORS_DIR}/{r.name}.git", url=r.url,
+                               branch=(r.source_branch or "") if spare else snap.ws.branch,
+                               base_sha=r.base_sha or "", branch_existed=spare or bool(r.branch_existed))
                    for r in snap.repos]
-        script = clone_script(targets, user_name=snap.owner.display_name or snap.owner.username,
-                              user_email=snap.owner.email)
+        owner = snap.owner
+        script = clone_script(targets, user_name=owner.display_name or owner.username if owner else None,
+                              user_email=owner.email if owner else None, spare=spare)
         result = await rt.backend.exec(snap.id, ["/bin/sh", "-c", script], user=plans.exec_user(plan),
                                        timeout=rt.settings.startup_timeout)
         if result.exit_code == NO_GIT_EXIT:
@@ -234,7 +242,8 @@ async def clone_step(rt: Runtime, snap: Snapshot, plan: Plan) -> None:
                                hint="Install git in the image (e.g. RUN apt-get install -y git) and launch again.")
         if result.exit_code != 0:
             raise GitError(f"Cloning into the workspace failed: {result.output.strip()[-800:]}",
-                           hint="Retry; if it fails again, check the workspace user can write to /workspace.")
+                           hint="Retry; if it fails again, check the workspace user can write to /workspace "
+                                "and that nothing in it conflicts with the branch.")
         lines = result.stdout.decode().split("\n")
-        step.data = {"cloned": [line[7:] for line in lines if line.startswith("cloned ")],
-                     "kept": [line[5:] for line in lines if line.startswith("kept ")]}
+        step.data = {verb: [line[len(verb) + 1:] for line in lines if line.startswith(verb + " ")]
+                     for verb in ("cloned", "switched", "kept")}

@@ -24,9 +24,9 @@ class Snapshot:
     """A workspace as loaded at one version, detached from any session."""
 
     ws: Workspace
-    ticket: Ticket
+    ticket: Ticket | None  # None for a workspace of the warm pool (services.pool)
     project: Project
-    owner: User
+    owner: User | None
     repos: list[WorkspaceRepo]
     credentials: dict[str, GitCredential | None] = field(default_factory=dict)
     token_names: dict[str, str] = field(default_factory=dict)  # repository name → token name
@@ -42,6 +42,10 @@ class Snapshot:
     @property
     def version(self) -> int:
         return self.ws.version
+
+    @property
+    def key(self) -> str | None:
+        return self.ticket.key if self.ticket else None
 
     @property
     def primary(self) -> WorkspaceRepo:
@@ -76,7 +80,7 @@ async def apply(rt: Runtime, snap: Snapshot, values: dict[str, Any], *,
                 notify: tuple[str, dict[str, Any]] | None = None) -> None:
     """Write ``values`` if the row is still at ``snap.version``; bump the version, append
     ``events`` and, with ``notify`` (kind, context), the owner's notification — all in one
-    transaction. Raises StaleWrite when another worker or a user changed the row meanwhile."""
+    transaction (no one is told of a spare's changes). Raises StaleWrite when another worker or a user changed the row meanwhile."""
     async with transaction(rt.sessions) as session:
         result = await session.execute(
             update(Workspace)
@@ -87,7 +91,7 @@ async def apply(rt: Runtime, snap: Snapshot, values: dict[str, Any], *,
             raise StaleWrite(f"Workspace {snap.id} changed while a step ran; its result was dropped.")
         for event in events or []:
             session.add(Event(workspace_id=snap.id, **event))
-        if notify is not None:
+        if notify is not None and snap.owner is not None and snap.ticket is not None:
             kind, context = notify
             await notifications.enqueue(
                 session, settings=rt.settings, user=snap.owner, kind=kind, workspace_id=snap.id, bus=rt.bus,

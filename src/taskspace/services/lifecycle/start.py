@@ -10,7 +10,7 @@ from taskspace.core.workspace_scripts import parse_status, startup_script
 from taskspace.plugins.backends.base import ServiceRuntime
 from taskspace.services.lifecycle import plan as plans
 from taskspace.services.lifecycle.plan import Plan
-from taskspace.services.lifecycle.prepare import ensure_container, spec_for
+from taskspace.services.lifecycle.prepare import clone_step, ensure_container, spec_for
 from taskspace.services.lifecycle.snapshot import Snapshot, StepTimer
 from taskspace.services.runtime import Runtime
 
@@ -44,14 +44,18 @@ async def services_step(rt: Runtime, snap: Snapshot, plan: Plan) -> None:
 
 async def startup_step(rt: Runtime, snap: Snapshot, plan: Plan) -> None:
     """Run the lifecycle commands and ``.taskspace/startup.sh``. A failure is recorded and
-    shown, but leaves the workspace usable: it still becomes ready."""
+    shown, but leaves the workspace usable: it still becomes ready. A spare runs only the
+    commands meant for prebuilds (onCreateCommand, updateContentCommand); the rest runs once
+    it is claimed."""
     async with StepTimer(rt, snap, Step.STARTUP) as step:
-        env = plan.environment
-        script = startup_script(primary=plan.primary, post_create=env.post_create, post_start=env.post_start,
-                                timeout_seconds=int(rt.settings.startup_timeout))
+        env, spare = plan.environment, snap.ws.is_spare
+        script = startup_script(primary=plan.primary, on_create=env.on_create, update_content=env.update_content,
+                                post_create=env.post_create, post_start=env.post_start,
+                                timeout_seconds=int(rt.settings.startup_timeout), prebuild=spare)
         try:
             result = await rt.backend.exec(snap.id, ["/bin/sh", "-c", script], user=plans.exec_user(plan),
-                                           env=env.remote_env or None, timeout=rt.settings.startup_timeout + 30)
+                                           env=plans.command_env(plan, ticket=snap.key, branch=snap.ws.branch)
+                                           or None, timeout=rt.settings.startup_timeout + 30)
         except BackendError as exc:
             step.status, step.reason = "failed", exc.message
             step.values = {"startup_status": "failed", "startup_detail": exc.message}
@@ -63,6 +67,8 @@ async def startup_step(rt: Runtime, snap: Snapshot, plan: Plan) -> None:
             detail = f"{name} exited with code {code}" + (" (timed out)" if code == "124" else "")
             step.status, step.reason = "failed", detail
             step.values = {"startup_status": "failed", "startup_detail": detail + "; see the startup log."}
+        elif spare:
+            step.values = {"startup_status": None, "startup_detail": None}
         elif statuses and statuses[-1] == ("startup.sh", "none") and len(statuses) == 1:
             step.values = {"startup_status": "none", "startup_detail": "No .taskspace/startup.sh in the primary repository."}
         else:
@@ -70,11 +76,13 @@ async def startup_step(rt: Runtime, snap: Snapshot, plan: Plan) -> None:
         step.data = {"steps": dict(statuses)}
 
 
-async def start_phase(rt: Runtime, snap: Snapshot, plan: Plan, *, resumed: bool) -> None:
-    """Everything from a created workspace to a usable one; run on first launch and on every start."""
+async def start_phase(rt: Runtime, snap: Snapshot, plan: Plan, *, resumed: bool, clone: bool = False) -> None:
+    """Everything from a created workspace to a usable one; run on first launch and on every
+    start. ``clone``: run the clone step too (a spare just claimed moves to the ticket branch)."""
     if resumed:
         async with StepTimer(rt, snap, Step.CONTAINER) as step:
             step.values = {"backend_state": await ensure_container(rt, snap, plan)}
+    if clone:
+        await clone_step(rt, snap, plan)
     await services_step(rt, snap, plan)
     await startup_step(rt, snap, plan)
-

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from taskspace.core.durations import parse_duration
-from taskspace.services import projects, tracker_sync
+from taskspace.services import pool, projects, tracker_sync
 from taskspace.web.api.deps import ReaderDep, RuntimeDep, SessionDep, UserDep
 from taskspace.web.api.schemas import ProjectIn, ProjectOut, ProjectPatchIn
 
@@ -23,32 +23,36 @@ async def create_project(body: ProjectIn, rt: RuntimeDep, user: UserDep) -> Proj
                                  memory=body.memory, pids=body.pids, tracker=body.tracker,
                                  tracker_config=body.tracker_config,
                                  max_age_seconds=_optional(body.max_age, "max_age"),
-                                 idle_stop_seconds=_optional(body.idle_stop, "idle_stop"))
+                                 idle_stop_seconds=_optional(body.idle_stop, "idle_stop"), warm_pool=body.warm_pool)
     return ProjectOut.of(await projects.create(rt, user=user, data=data))
 
 
 @router.patch("/{ref}", response_model=ProjectOut)
 async def update_project(ref: str, body: ProjectPatchIn, rt: RuntimeDep, session: SessionDep,
                          user: UserDep) -> ProjectOut:
-    """Change a project's purge policy, limits or tracker link (admins)."""
+    """Change a project's purge policy, limits, warm pool or tracker link (admins)."""
     patch = projects.ProjectPatch(
         purge_on=body.purge_on, clear_purge_category=body.purge_on_category == "none",
         purge_on_category=body.purge_on_category if body.purge_on_category != "none" else None,
         grace_seconds=_optional(body.grace, "grace"), max_age_seconds=_optional(body.max_age, "max_age"),
         idle_stop_seconds=_optional(body.idle_stop, "idle_stop"),
         clear_timers=[name for name in ("max_age", "idle_stop") if getattr(body, name) == "never"],
-        cpus=body.cpus, memory=body.memory, pids=body.pids, tracker=body.tracker, tracker_config=body.tracker_config)
+        cpus=body.cpus, memory=body.memory, pids=body.pids, tracker=body.tracker, tracker_config=body.tracker_config,
+        warm_pool=body.warm_pool)
     return ProjectOut.of(await projects.update(session=session, vault=rt.vault, user=user, ref=ref, patch=patch))
 
 
 @router.get("", response_model=list[ProjectOut])
 async def list_projects(session: ReaderDep, user: UserDep) -> list[ProjectOut]:
-    return [ProjectOut.of(p) for p in await projects.list_all(session=session)]
+    found = await projects.list_all(session=session)
+    pools = await pool.status(session, found)
+    return [ProjectOut.of(p, pools[p.id]) for p in found]
 
 
 @router.get("/{ref}", response_model=ProjectOut)
 async def get_project(ref: str, session: ReaderDep, user: UserDep) -> ProjectOut:
-    return ProjectOut.of(await projects.get(session=session, ref=ref))
+    project = await projects.get(session=session, ref=ref)
+    return ProjectOut.of(project, (await pool.status(session, [project]))[project.id])
 
 
 @router.post("/{ref}/sync", response_model=ProjectOut)

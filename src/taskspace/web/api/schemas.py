@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from taskspace.core.environment import EnvironmentSummary
 from taskspace.db.models import Event, GitToken, Project, Ticket, Workspace
 from taskspace.services import tracker_links
+from taskspace.services.pool import PoolStatus
 
 
 class Body(BaseModel):
@@ -51,6 +52,7 @@ class ProjectIn(Body):
                                 max_length=20)
     idle_stop: str | None = Field(None, description="Stop workspaces unused for this long, e.g. 8h (default: never)",
                                   max_length=20)
+    warm_pool: int = Field(0, description="Prebuilt workspaces kept ready for launches to claim (0 to 10)")
 
 
 class ProjectPatchIn(Body):
@@ -64,6 +66,7 @@ class ProjectPatchIn(Body):
     pids: int | None = None
     tracker: str | None = Field(None, max_length=40)
     tracker_config: dict[str, Any] | None = None
+    warm_pool: int | None = Field(None, description="Prebuilt workspaces kept ready (0 to 10)")
 
 
 class RepoOut(BaseModel):
@@ -71,6 +74,16 @@ class RepoOut(BaseModel):
     url: str
     default_branch: str | None
     primary: bool
+
+
+class PoolOut(BaseModel):
+    """The project's warm pool now: spares ready to be claimed, being built, failed."""
+
+    size: int
+    ready: int
+    building: int
+    failed: int
+    error: str | None = Field(None, description="Why a spare failed, when one did")
 
 
 class ProjectOut(BaseModel):
@@ -90,16 +103,21 @@ class ProjectOut(BaseModel):
     tracker_synced_at: datetime | None
     tracker_stale_since: datetime | None
     tracker_error: str | None
+    warm_pool: int
+    pool: PoolOut | None = Field(None, description="The warm pool's state (absent right after a change)")
     repos: list[RepoOut]
 
     @classmethod
-    def of(cls, p: Project) -> ProjectOut:
+    def of(cls, p: Project, pool: PoolStatus | None = None) -> ProjectOut:
         return cls(key=p.key, name=p.name, tracker=p.tracker, dockerfile=p.dockerfile,
                    purge_on_category=p.purge_on_category, purge_on_statuses=list(p.purge_on_statuses or []),
                    purge_grace_seconds=p.purge_grace_seconds, cpus=p.cpus, memory_bytes=p.memory_bytes,
                    pids_limit=p.pids_limit, max_age_seconds=p.max_age_seconds, idle_stop_seconds=p.idle_stop_seconds,
                    tracker_config=tracker_links.describe(p), tracker_synced_at=p.tracker_synced_at,
                    tracker_stale_since=p.tracker_stale_since, tracker_error=p.tracker_error,
+                   warm_pool=p.warm_pool,
+                   pool=PoolOut(size=pool.size, ready=pool.ready, building=pool.building, failed=pool.failed,
+                                error=pool.last_error) if pool else None,
                    repos=[RepoOut(name=r.name, url=r.url, default_branch=r.default_branch, primary=r.is_primary)
                           for r in p.repos])
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 13:32:05.566948
+Create Date: 2026-11-21 13:57:17.264723
 """
 
 import sqlalchemy as sa
@@ -65,6 +65,7 @@ def upgrade() -> None:
     sa.Column('pids_limit', sa.Integer(), nullable=True),
     sa.Column('max_age_seconds', sa.Integer(), nullable=True),
     sa.Column('idle_stop_seconds', sa.Integer(), nullable=True),
+    sa.Column('warm_pool', sa.Integer(), server_default='0', nullable=False),
     sa.Column('tracker_sealed', sa.LargeBinary(), nullable=True),
     sa.Column('tracker_wrapped', sa.LargeBinary(), nullable=True),
     sa.Column('tracker_key_id', sa.String(length=32), nullable=True),
@@ -230,9 +231,10 @@ def upgrade() -> None:
 
     op.create_table('workspaces',
     sa.Column('id', sa.String(length=32), nullable=False),
-    sa.Column('ticket_id', sa.Integer(), nullable=False),
-    sa.Column('owner_id', sa.Integer(), nullable=False),
+    sa.Column('ticket_id', sa.Integer(), nullable=True),
+    sa.Column('owner_id', sa.Integer(), nullable=True),
     sa.Column('project_id', sa.Integer(), nullable=False),
+    sa.Column('pool_key', sa.String(length=64), nullable=True),
     sa.Column('state', sa.String(length=20), nullable=False),
     sa.Column('desired', sa.String(length=20), nullable=False),
     sa.Column('step', sa.String(length=20), nullable=True),
