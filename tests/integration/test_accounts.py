@@ -146,6 +146,7 @@ def test_single_sign_on_with_openid_connect(make_stack: StackFactory) -> None:
 #:   theirs   — addresses the first user's resource: another developer gets 403 or 404
 #:   admin    — admins only: a developer gets 403
 #:   own      — acts on the caller's own data or on shared data: allowed, and shows nothing of the first user's
+#:   signed   — a tracker's webhook: refused without the tracker's secret, whoever calls
 OPERATIONS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/health"): "own",
     ("GET", "/api/v1/me"): "own",
@@ -162,6 +163,15 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/projects"): "own",
     ("POST", "/api/v1/projects"): "admin",
     ("GET", "/api/v1/projects/{ref}"): "own",
+    ("PATCH", "/api/v1/projects/{ref}"): "admin",
+    ("POST", "/api/v1/projects/{ref}/sync"): "admin",
+    ("GET", "/api/v1/policy/preview"): "own",
+    ("GET", "/api/v1/analytics/workspaces"): "own",
+    ("GET", "/api/v1/analytics/workspaces.csv"): "own",
+    ("GET", "/api/v1/analytics/summary"): "own",
+    ("GET", "/api/v1/analytics/summary.csv"): "own",
+    ("POST", "/hooks/{tracker}"): "signed",
+    ("POST", "/hooks/{tracker}/{project}"): "signed",
     ("GET", "/api/v1/tokens"): "own",
     ("POST", "/api/v1/tokens"): "own",
     ("DELETE", "/api/v1/tokens/{name}"): "theirs",
@@ -187,6 +197,9 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/users"): {"username": "mallory", "password": "mallory-password"},
     ("PATCH", "/api/v1/users/{username}"): {"role": "admin"},
     ("POST", "/api/v1/projects"): {"name": "sneaky", "repos": ["https://example.com/x.git"]},
+    ("PATCH", "/api/v1/projects/{ref}"): {"warm_pool": 2},
+    ("POST", "/hooks/{tracker}"): {"object_kind": "issue"},
+    ("POST", "/hooks/{tracker}/{project}"): {"object_kind": "issue"},
     ("POST", "/api/v1/tokens"): {"name": "mine", "host": "example.com", "secret": "s3cret-value"},
     ("POST", "/api/v1/workspaces/{ref}/exec"): {"argv": ["id"]},
     ("POST", "/api/v1/workspaces/{ref}/purge"): {"discard_unpushed": True},
@@ -223,7 +236,7 @@ def test_every_route_checks_who_may_act_on_what(stack: Stack) -> None:
     ws = call(alice, "POST", "/api/v1/workspaces", {"key": key}).json()
     alice_token_id = call(alice, "GET", "/api/v1/me/api-tokens").json()[0]["id"]
     params = {"ref": ws["id"], "token_id": str(alice_token_id), "name": "git", "username": "alice",
-              "key": key, "project_ref": stack.project}
+              "key": key, "project": stack.project, "tracker": "gitlab"}
 
     for (method, template), rule in sorted(OPERATIONS.items()):
         path = template.replace("{ref}", stack.project if "/projects/" in template else params["ref"])
@@ -235,6 +248,8 @@ def test_every_route_checks_who_may_act_on_what(stack: Stack) -> None:
             assert response.status_code in (403, 404), f"{where}: {response.status_code} {response.text[:200]}"
         elif rule == "admin":
             assert response.status_code == 403, f"{where}: {response.status_code} {response.text[:200]}"
+        elif rule == "signed":
+            assert response.status_code in (401, 403, 404), f"{where}: {response.status_code} {response.text[:200]}"
         else:
             assert response.status_code < 500, f"{where}: {response.status_code}"
             assert ws["id"] not in response.text and stack.git_secret not in response.text, where
@@ -242,6 +257,7 @@ def test_every_route_checks_who_may_act_on_what(stack: Stack) -> None:
     # Alice's things are untouched, and her token still works.
     assert call(alice, "GET", f"/api/v1/workspaces/{ws['id']}").json()["desired"] == "ready"
     assert [t["name"] for t in call(alice, "GET", "/api/v1/tokens").json()] == ["git"]
+    assert stack.api("GET", f"/projects/{stack.project}").json()["warm_pool"] == 0
 
     # A reviewer reads anyone's workspace but may not act on it; an admin may stop it but not enter it.
     stack.server.wait_for(ws["id"], {"ready", "failed"})

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from taskspace.cli.client import data_dir
 from taskspace.settings import Settings, load_settings
 
 
@@ -53,3 +55,31 @@ def test_failpoints_parse() -> None:
 def test_bad_values_are_refused(field: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         load_settings(**field)
+
+
+@pytest.mark.parametrize(
+    ("environment", "toml"),
+    [
+        ({}, None),
+        ({"XDG_DATA_HOME": "/srv/xdg"}, None),
+        ({"TASKSPACE_DATA_DIR": "/srv/from-env"}, 'data_dir = "/srv/from-toml"\n'),
+        ({}, 'data_dir = "/srv/from-toml"\nport = 9000\n'),
+        ({"taskspace_data_dir": "/srv/lower-case"}, None),
+        ({}, "not = [valid toml"),
+    ],
+)
+def test_the_cli_finds_the_data_dir_where_the_server_does(environment: dict[str, str], toml: str | None,
+                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The CLI reads it without loading the settings (it starts faster), so the two must agree.
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    if toml is not None:
+        (tmp_path / "taskspace.toml").write_text(toml)
+        monkeypatch.setenv("TASKSPACE_CONFIG", str(tmp_path / "taskspace.toml"))
+    try:
+        expected = load_settings().data_dir
+    except (ValidationError, tomllib.TOMLDecodeError):
+        expected = None  # the server refuses to start; the CLI falls back to the default
+    found = data_dir()
+    assert found == (expected or Path.home() / ".local" / "share" / "taskspace")

@@ -13,8 +13,7 @@ from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
-from taskspace.cli.client import Client, CliError
-from taskspace.settings import load_settings
+from taskspace.cli.client import Client
 
 #: The most workspaces the server reports at once (services.analytics.MAX_WORKSPACES).
 MAX_ROWS = 50_000
@@ -37,13 +36,6 @@ class GroupBy(StrEnum):
     USER = "user"
 
 
-def _client() -> Client:
-    try:
-        settings = load_settings()
-    except Exception as exc:  # pydantic's message names the setting
-        raise CliError(f"The settings are not valid: {exc}",
-                       "Check the TASKSPACE_* variables and taskspace.toml.") from None
-    return Client.from_env(settings)
 
 
 def _when(iso: str | None) -> str:
@@ -74,7 +66,7 @@ def analytics(
     everyone's."""
     params: dict[str, Any] = {k: v for k, v in {"since": since, "until": until, "project": project,
                                                 "user": user}.items() if v}
-    client = _client()
+    client = Client.from_env()
     if group_by is not None:
         params["group_by"] = group_by.value
         if as_csv:

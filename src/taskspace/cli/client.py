@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import tomllib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
-
-from taskspace.settings import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -20,13 +20,29 @@ class CliError(Exception):
         self.message, self.hint, self.code = message, hint, code
 
 
-def resolve_token(settings: Settings) -> str | None:
+def data_dir() -> Path:
+    """The server's data dir as ``taskspace.settings`` finds it (``TASKSPACE_DATA_DIR``, else
+    ``data_dir`` in the config file, else the default), read without loading the settings: a
+    client command starts in half the time without them."""
+    for name, value in os.environ.items():
+        if name.upper() == "TASKSPACE_DATA_DIR":
+            return Path(value)
+    try:
+        config = tomllib.loads(Path(os.environ.get("TASKSPACE_CONFIG", "taskspace.toml")).read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        config = {}
+    if isinstance(config.get("data_dir"), str):
+        return Path(config["data_dir"])
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "taskspace"
+
+
+def resolve_token() -> str | None:
     token = os.environ.get("TASKSPACE_TOKEN")
     if token:
         return token.strip()
-    path = settings.data_dir / "admin.token"
     try:
-        return path.read_text().strip()
+        return (data_dir() / "admin.token").read_text().strip()
     except OSError:
         return None
 
@@ -38,8 +54,8 @@ class Client:
         self.http = httpx.Client(base_url=self.url + "/api/v1", headers=headers, timeout=timeout)
 
     @classmethod
-    def from_env(cls, settings: Settings) -> Client:
-        return cls(os.environ.get("TASKSPACE_URL", DEFAULT_URL), resolve_token(settings))
+    def from_env(cls) -> Client:
+        return cls(os.environ.get("TASKSPACE_URL", DEFAULT_URL), resolve_token())
 
     def _unreachable(self, exc: Exception) -> CliError:
         return CliError(f"Cannot reach the taskspace server at {self.url} ({exc}).",

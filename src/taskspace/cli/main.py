@@ -13,19 +13,22 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
 from taskspace.cli.analytics import analytics
 from taskspace.cli.client import Client, CliError
 from taskspace.core.errors import TaskspaceError
-from taskspace.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from taskspace.settings import Settings
 
 
 class _Commands(TyperGroup):
@@ -35,9 +38,10 @@ class _Commands(TyperGroup):
         try:
             return super().invoke(ctx)
         except CliError as exc:
-            err.print(f"[red]Error:[/] {exc.message}")
+            # The message often repeats what was typed: it must not be read as markup.
+            err.print(f"[red]Error:[/] {escape(exc.message)}")
             if exc.hint:
-                err.print(exc.hint)
+                err.print(escape(exc.hint))
             raise typer.Exit(exc.code) from None
 
 
@@ -62,16 +66,19 @@ out = Console()
 err = Console(stderr=True)
 
 
-def _settings() -> Settings:
+def _settings(**overrides: Any) -> Settings:
+    """The server's settings (only commands that act on the server's side load them)."""
+    from taskspace.settings import load_settings
+
     try:
-        return load_settings()
+        return load_settings(**overrides)
     except Exception as exc:  # pydantic's message names the setting
         raise CliError(f"The settings are not valid: {exc}",
                        "Check the TASKSPACE_* variables and taskspace.toml.") from None
 
 
 def _client() -> Client:
-    return Client.from_env(_settings())
+    return Client.from_env()
 
 
 def _segment(value: str) -> str:
@@ -112,7 +119,7 @@ def up(host: Annotated[str | None, typer.Option(help="Address to listen on")] = 
         overrides["host"] = host
     if port:
         overrides["port"] = port
-    settings = load_settings(**overrides)
+    settings = _settings(**overrides)
     logging.basicConfig(level=os.environ.get("TASKSPACE_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "httpx"):  # one line per migration step / per tracker request
