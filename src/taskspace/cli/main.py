@@ -39,9 +39,9 @@ class _Commands(TyperGroup):
             return super().invoke(ctx)
         except CliError as exc:
             # The message often repeats what was typed: it must not be read as markup.
-            err.print(f"[red]Error:[/] {escape(exc.message)}")
+            err.print(f"[red]Error:[/] {escape(exc.message)}", markup=True)
             if exc.hint:
-                err.print(escape(exc.hint))
+                err.print(exc.hint)
             raise typer.Exit(exc.code) from None
 
 
@@ -62,8 +62,9 @@ admin_app.add_typer(user_app, name="user")
 app.add_typer(admin_app, name="admin")
 app.add_typer(api_token_app, name="api-token")
 
-out = Console()
-err = Console(stderr=True)
+# Server text (ticket titles, reasons, names) is printed as written: markup only where asked for.
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -136,7 +137,7 @@ def up(host: Annotated[str | None, typer.Option(help="Address to listen on")] = 
         report = asyncio.run(prepare())
     except TaskspaceError as exc:
         raise CliError(exc.message, exc.hint) from None
-    say = lambda text: err.print(text, soft_wrap=True)  # noqa: E731 - paths must stay on one line
+    say = lambda text: err.print(text, soft_wrap=True, markup=True)  # noqa: E731 - paths must stay on one line
     say(f"[bold]taskspace[/] on {settings.base_url}  (API reference: {settings.base_url}/docs)")
     say(f"Admin token for the CLI and API: {report.token_file}")
     if report.password:
@@ -460,15 +461,15 @@ def _describe(event: dict[str, Any]) -> str | None:
         if event["step"] == "image" and data.get("cached"):
             detail = " (cached)"
         if event["step"] == "clone" and data:
-            detail = f" ({', '.join(data.get('cloned', []) + data.get('kept', []))})"
+            detail = f" ({', '.join(data.get('cloned', []) + data.get('switched', []) + data.get('kept', []))})"
         if event.get("reason"):
             detail += f" — {event['reason']}"
-        return f"{mark} {event['step']:<10} {seconds:>7}{detail}"
+        return f"{mark} {event['step']:<10} {seconds:>7}{escape(detail)}"
     if event["kind"] == "transition" and event["to_state"] == "failed":
-        return f"[red]✗ failed[/] at {event.get('step') or 'a step'}: {event['reason']}"
+        return f"[red]✗ failed[/] at {event.get('step') or 'a step'}: {escape(event['reason'] or '')}"
     if event["kind"] == "transition":
-        return f"→ {event['to_state']}" + (f" ({event['reason']})" if event.get("reason") else "")
-    return f"· {event['reason']}" if event.get("reason") else None
+        return f"→ {event['to_state']}" + (f" ({escape(event['reason'])})" if event.get("reason") else "")
+    return f"· {escape(event['reason'])}" if event.get("reason") else None
 
 
 def _follow(client: Client, ref: str, *, until: set[str], quiet: bool, after: int = 0,
@@ -485,7 +486,7 @@ def _follow(client: Client, ref: str, *, until: set[str], quiet: bool, after: in
                 after = event["id"]
                 line = _describe(event)
                 if line and not quiet:
-                    err.print(line)
+                    err.print(line, markup=True)
             if ws["state"] in until or ws["state"] in {"failed", "purge_blocked", "purged"}:
                 return ws
     raise CliError(f"Gave up waiting after {timeout:.0f}s; the workspace is {ws.get('state')}.")
@@ -509,7 +510,8 @@ def _finish(ws: dict[str, Any], as_json: bool, want: str) -> None:
         extra = f" in {ws['ready_seconds']:.2f}s" if want == "ready" and ws.get("ready_seconds") else ""
         out.print(f"{ws['key']} is {ws['state']}{extra} — branch {ws['branch']}")
         if want == "ready" and ws.get("startup_status") == "failed":
-            err.print(f"[yellow]startup failed:[/] {ws['startup_detail']} (taskspace ws logs {ws['key']})")
+            err.print(f"[yellow]startup failed:[/] {escape(ws['startup_detail'])} (taskspace ws logs {ws['key']})",
+                      markup=True)
 
 
 def _split_per_repo(values: list[str] | None) -> tuple[str | None, dict[str, str]]:
@@ -572,10 +574,10 @@ def ws_show(key: str, as_json: Annotated[bool, typer.Option("--json")] = False) 
     if as_json:
         _print_json(ws)
         return
-    out.print(f"[bold]{ws['key']}[/] {ws['title']}")
+    out.print(f"[bold]{ws['key']}[/] {escape(ws['title'])}", markup=True)
     out.print(f"state     {ws['state']}" + (f" (step {ws['step']})" if ws["step"] else ""))
     if ws["failure_reason"]:
-        out.print(f"[red]failed at {ws['failure_step']}:[/] {ws['failure_reason']}")
+        out.print(f"[red]failed at {ws['failure_step']}:[/] {escape(ws['failure_reason'])}", markup=True)
     out.print(f"branch    {ws['branch']}")
     for r in ws["repos"]:
         out.print(f"  {r['path']:<24} from {r['source_branch'] or '?'} → merge into {r['target_branch'] or '?'}")

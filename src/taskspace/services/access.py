@@ -90,7 +90,7 @@ async def resolve_port_link(rt: Runtime, *, token: str) -> PortTarget:
         raise Forbidden("This port link no longer works.", hint="Open the port from the workspace page.")
     _ready(ws)
     if not isinstance(rt.backend, SupportsPorts):
-        raise Conflict("This backend cannot forward ports.")
+        raise Conflict("This backend cannot forward ports.", hint="Reach the port from the workspace's terminal.")
     host, port = await rt.backend.port_address(ws.id, int(data["p"]))
     await activity.mark_active(rt, ws.id, "port")
     return PortTarget(workspace_id=ws.id, host=host, port=port)

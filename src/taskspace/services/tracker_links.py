@@ -41,7 +41,9 @@ def validate_config(tracker: str, config: dict[str, Any], *, project_key: str) -
     key); InvalidInput naming each problem — never echoing a value, which may be a secret."""
     cls = load_tracker(tracker)
     if not isinstance(config, dict):
-        raise InvalidInput("The tracker config must be a JSON object.", field="tracker_config")
+        raise InvalidInput("The tracker config must be a JSON object.",
+                           hint='Give an object of the tracker\'s settings, e.g. {"base_url": "..."}.',
+                           field="tracker_config")
     if "key_prefix" in cls.config_model.model_fields:
         config = {**config, "key_prefix": project_key}
     try:

@@ -136,7 +136,7 @@ async def sync_project(rt: Runtime, project_id: int, *, full: bool = False) -> S
     async with rt.readers() as session:
         project = await session.get(Project, project_id)
         if project is None:
-            raise NotFound(f"Project {project_id} does not exist.")
+            raise NotFound(f"Project {project_id} does not exist.", hint="It was removed; nothing to sync.")
         name, since = project.name, None if full or project.tracker_synced_at is None else \
             project.tracker_synced_at - OVERLAP
         tracker = tracker_links.tracker_for(project, rt.vault)
@@ -217,7 +217,8 @@ async def handle_webhook(rt: Runtime, *, tracker: str, project_ref: str | None, 
     if chosen is None or delivery is None:
         for _, _, plugin in plugins:
             await plugin.close()
-        raise rejected or InvalidInput(f"The {tracker} tracker takes no webhooks.")
+        raise rejected or InvalidInput(f"The {tracker} tracker takes no webhooks.",
+                                       hint="Point the webhook at /hooks/jira, /hooks/gitlab or /hooks/github.")
     project_id, name, plugin = chosen
     try:
         found = list(delivery.tickets)

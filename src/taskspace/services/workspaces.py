@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskspace.core.errors import Conflict, Forbidden, InvalidInput, NotFound
-from taskspace.core.naming import ticket_branch, validate_branch_name, validate_ticket_key
+from taskspace.core.naming import TICKET_KEY_RE, ticket_branch, validate_branch_name, validate_ticket_key
 from taskspace.core.repo_url import parse_repo_url
 from taskspace.core.roles import Access, check_workspace, may
 from taskspace.core.states import PREPARE_STEPS, Desired, State, Step
@@ -189,7 +189,10 @@ async def find(*, session: AsyncSession, user: User, ref: str, access: Access = 
             return ws
     if rows:
         return rows[0]
-    raise NotFound(f"You have no workspace for {ref}.", hint=f"Launch one with 'taskspace ws launch {ref}'.")
+    if not TICKET_KEY_RE.match(ref.upper()):
+        raise NotFound(f"You have no workspace {ref[:40]!r}.", hint="Give a ticket key (PAY-12) or a workspace id.")
+    raise NotFound(f"You have no workspace for {ref.upper()}.",
+                   hint=f"Launch one with 'taskspace ws launch {ref.upper()}'.")
 
 
 async def list_for(*, session: AsyncSession, user: User, include_purged: bool = False,
