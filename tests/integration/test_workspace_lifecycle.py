@@ -142,7 +142,8 @@ def test_purge_is_blocked_and_deletes_nothing_when_the_rescue_push_is_refused(
 
     # Once the remote accepts the push, purging again rescues the work and deletes everything.
     monkeypatch.setattr(stack.git, "deny_push_refs", [])
-    ws = stack.request(key, "purge", "purged")
+    assert stack.api("POST", f"/workspaces/{key}/purge").status_code == 202
+    ws = stack.server.wait_for(key, {"purged", "failed"}, 180)  # it is still purge_blocked at first
     assert ws["state"] == "purged"
     rescued = [b for b in stack.git.branches(stack.primary) if b.startswith(f"rescue/{key}-")]
     assert stack.git.read_file(stack.primary, rescued[0], "wip.txt") == b"unsaved\n"

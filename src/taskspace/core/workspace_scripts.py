@@ -79,58 +79,73 @@ _FROM_MIRROR = "-c safe.directory='*'", "--upload-pack=\"git -c safe.directory='
 
 def clone_script(targets: list[CloneTarget], *, user_name: str | None, user_email: str | None,
                  spare: bool = False) -> str:
-    """Clone each repository from its mirror into /workspace/<name> on the ticket branch.
+    """Clone each repository from its mirror into /workspace/<name> on the ticket branch, all
+    at once; print one line a repository (``cloned``, ``switched`` or ``kept``), in order, and
+    exit with the first failure's code.
 
     A repository is cloned into a temporary directory and renamed into place once complete
     (with a marker), so a crash never leaves a half clone that looks finished. ``spare``: a
     workspace of the warm pool, cloned on each target's branch and marked as such; a later run
     without ``spare`` (the workspace was claimed) fetches from the mirror and moves each
     repository to the ticket branch."""
-    config, upload = _FROM_MIRROR
     lines = [
-        "set -eu",
+        "set -u",
         f"command -v git >/dev/null 2>&1 || exit {NO_GIT_EXIT}",
         f"mkdir -p {q(STATE_DIR)}",
+        "pids=''",
     ]
-    for t in targets:
-        dest, tmp = f"{WORKSPACE}/{t.name}", f"{STATE_DIR}/clone-{t.name}"
-        if not spare:
-            lines += [
-                f"if [ -e {q(dest + '/' + SPARE_MARKER)} ]; then",
-                f"  cd {q(dest)}",
-                '  was=$(git symbolic-ref -q --short HEAD || true)',
-                f"  git {config} fetch --quiet --prune {upload} {q(t.mirror)} '+refs/heads/*:refs/remotes/origin/*'",
-                f"  {_checkout(t)}",
-                f'  if [ -n "$was" ] && [ "$was" != {q(t.branch)} ]; then git branch --quiet -D "$was"; fi',
-                *["  " + line for line in _identity(user_name, user_email)],
-                f"  rm -f {q(SPARE_MARKER)}",
-                "  cd /",
-                f"  echo 'switched {t.name}'",
-                f"elif [ ! -e {q(dest + '/' + CLONED_MARKER)} ]; then",
-            ]
-        else:
-            lines.append(f"if [ ! -e {q(dest + '/' + CLONED_MARKER)} ]; then")
-        lines += [
-            f"  rm -rf {q(tmp)}",
-            f"  git {config} clone --quiet --no-checkout {upload} {q(t.mirror)} {q(tmp)}",
-            f"  cd {q(tmp)}",
-            f"  git remote set-url origin {q(t.url)}",
-            # Drop the upstream that clone set for the mirror's HEAD; the ticket branch gets its own.
-            '  git config --remove-section "branch.$(git symbolic-ref --short HEAD)" 2>/dev/null || true',
-            f"  {_checkout(t)}",
-            "  git config push.autoSetupRemote true",
-            *["  " + line for line in _identity(user_name, user_email)],
-            *([f"  touch {q(SPARE_MARKER)}"] if spare else []),
-            f"  touch {q(CLONED_MARKER)}",
-            "  cd /",
-            f"  rm -rf {q(dest)}",
-            f"  mv {q(tmp)} {q(dest)}",
-            f"  echo 'cloned {t.name}'",
-            "else",
-            f"  echo 'kept {t.name}'",
-            "fi",
-        ]
+    for index, t in enumerate(targets):
+        out = f"{STATE_DIR}/clone-{index}"
+        body = "\n".join("  " + line for line in _clone_one(t, user_name=user_name, user_email=user_email, spare=spare))
+        lines.append(f"( set -eu\n{body}\n) >{q(out + '.out')} 2>{q(out + '.err')} </dev/null & pids=\"$pids $!\"")
+    lines += ["code=0", "for pid in $pids; do wait \"$pid\" || { c=$?; [ \"$code\" -ne 0 ] || code=$c; }; done"]
+    for index in range(len(targets)):
+        out = f"{STATE_DIR}/clone-{index}"
+        lines.append(f"cat {q(out + '.out')}; cat {q(out + '.err')} >&2; rm -f {q(out + '.out')} {q(out + '.err')}")
+    lines.append('exit "$code"')
     return "\n".join(lines) + "\n"
+
+
+def _clone_one(t: CloneTarget, *, user_name: str | None, user_email: str | None, spare: bool) -> list[str]:
+    config, upload = _FROM_MIRROR
+    dest, tmp = f"{WORKSPACE}/{t.name}", f"{STATE_DIR}/clone-{t.name}"
+    lines = []
+    if not spare:
+        lines += [
+            f"if [ -e {q(dest + '/' + SPARE_MARKER)} ]; then",
+            f"  cd {q(dest)}",
+            '  was=$(git symbolic-ref -q --short HEAD || true)',
+            f"  git {config} fetch --quiet --prune {upload} {q(t.mirror)} '+refs/heads/*:refs/remotes/origin/*'",
+            f"  {_checkout(t)}",
+            f'  if [ -n "$was" ] && [ "$was" != {q(t.branch)} ]; then git branch --quiet -D "$was"; fi',
+            *["  " + line for line in _identity(user_name, user_email)],
+            f"  rm -f {q(SPARE_MARKER)}",
+            f"  echo 'switched {t.name}'",
+            f"elif [ ! -e {q(dest + '/' + CLONED_MARKER)} ]; then",
+        ]
+    else:
+        lines.append(f"if [ ! -e {q(dest + '/' + CLONED_MARKER)} ]; then")
+    lines += [
+        f"  rm -rf {q(tmp)}",
+        f"  git {config} clone --quiet --no-checkout {upload} {q(t.mirror)} {q(tmp)}",
+        f"  cd {q(tmp)}",
+        f"  git remote set-url origin {q(t.url)}",
+        # Drop the upstream that clone set for the mirror's HEAD; the ticket branch gets its own.
+        '  git config --remove-section "branch.$(git symbolic-ref --short HEAD)" 2>/dev/null || true',
+        f"  {_checkout(t)}",
+        "  git config push.autoSetupRemote true",
+        *["  " + line for line in _identity(user_name, user_email)],
+        *([f"  touch {q(SPARE_MARKER)}"] if spare else []),
+        f"  touch {q(CLONED_MARKER)}",
+        "  cd /",
+        f"  rm -rf {q(dest)}",
+        f"  mv {q(tmp)} {q(dest)}",
+        f"  echo 'cloned {t.name}'",
+        "else",
+        f"  echo 'kept {t.name}'",
+        "fi",
+    ]
+    return lines
 
 
 def _command_lines(cmd: str | list[str]) -> str:

@@ -3,6 +3,11 @@
 One mirror per remote URL, refreshed before use, makes a warm clone a local copy. A mirror only
 maps the remote's branches and tags (``refs/heads/*``, ``refs/tags/*``, pruned); refs that
 taskspace writes itself live under ``refs/taskspace/`` and are never pruned by a fetch.
+
+A refresh asks the remote for its refs with the caller's credential (the access check, which
+needs no lock) and fetches only when the mirror differs, under the mirror's lock: launches of
+one project at once wait for one fetch at most. What is read at a commit id never changes, so
+such reads are remembered (within a byte budget).
 """
 
 from __future__ import annotations
@@ -12,12 +17,15 @@ import fcntl
 import hashlib
 import io
 import os
+import re
 import tarfile
 import time
-from collections.abc import AsyncIterator
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 from taskspace.core.errors import GitError
 from taskspace.core.repo_url import RepoUrl
@@ -28,6 +36,13 @@ from taskspace.gitops.runner import GitCredential, GitResult, run_git
 class RemoteHeads:
     default_branch: str | None
     branches: dict[str, str]  # name → sha
+    tags: dict[str, str] = field(default_factory=dict)  # name → sha (of the tag object, for annotated tags)
+
+
+T = TypeVar("T")
+_COMMIT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+#: Bytes of remembered reads at commit ids (environment files, trees) kept at most.
+READ_CACHE_BYTES = 16 * 1024 * 1024
 
 
 class Mirrors:
@@ -35,6 +50,26 @@ class Mirrors:
         self.root = root
         self._locks: dict[Path, asyncio.Lock] = {}
         self.home = root / ".home"
+        self._reads: OrderedDict[tuple[str, ...], tuple[Any, int]] = OrderedDict()
+        self._read_bytes = 0
+
+    async def _remembered(self, key: tuple[str, ...], commit: str, read: Callable[[], Awaitable[T]],
+                          size: Callable[[T], int]) -> T:
+        """``read()``, remembered when ``commit`` is a commit id (what it names never changes)."""
+        if not _COMMIT_ID.fullmatch(commit):
+            return await read()
+        if key in self._reads:
+            self._reads.move_to_end(key)
+            return cast(T, self._reads[key][0])
+        value = await read()
+        cost = size(value) + 200
+        if cost <= READ_CACHE_BYTES // 16:
+            self._reads[key] = (value, cost)
+            self._read_bytes += cost
+            while self._read_bytes > READ_CACHE_BYTES:
+                _, (_, dropped) = self._reads.popitem(last=False)
+                self._read_bytes -= dropped
+        return value
 
     def path_for(self, repo: RepoUrl) -> Path:
         digest = hashlib.sha256(repo.url.encode()).hexdigest()[:16]
@@ -62,34 +97,60 @@ class Mirrors:
             finally:
                 os.close(fd)
 
-    async def ls_remote(self, repo: RepoUrl, credential: GitCredential | None) -> RemoteHeads:
+    async def ls_remote(self, repo: RepoUrl, credential: GitCredential | None, *, tags: bool = False) -> RemoteHeads:
         """Ask the remote directly (an access check that writes nothing)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        result = await self._git(["ls-remote", "--symref", repo.url, "HEAD", "refs/heads/*"],
+        patterns = ["HEAD", "refs/heads/*", *(["refs/tags/*"] if tags else [])]
+        result = await self._git(["ls-remote", "--symref", repo.url, *patterns],
                                  cwd=self.root, credential=credential, timeout=60)
         return _parse_ls_remote(result.stdout.decode())
 
     async def refresh(self, repo: RepoUrl, credential: GitCredential | None) -> Path:
-        """Create the mirror if needed and fetch the remote into it. Returns its path.
-        Fetching with the launching user's credential doubles as their access check."""
+        """The mirror of ``repo``, as the remote has it now (see ``sync``)."""
+        return (await self.sync(repo, credential))[0]
+
+    async def sync(self, repo: RepoUrl, credential: GitCredential | None) -> tuple[Path, dict[str, str]]:
+        """Make the mirror what the remote has now, creating it if needed; returns its path and
+        branches. Reading the remote's refs with the caller's credential is their access check;
+        the fetch happens only when the mirror differs."""
+        remote = await self.ls_remote(repo, credential, tags=True)
         path = self.path_for(repo)
+        if await self._mirrors(path, remote):
+            return path, remote.branches
         async with self._locked(path):
-            if not (path / "HEAD").exists():
-                tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-                await self._git(["init", "--quiet", "--bare", str(tmp)], cwd=self.root)
-                for key, value in [
-                    ("remote.origin.url", repo.url),
-                    ("remote.origin.fetch", "+refs/heads/*:refs/heads/*"),
-                    ("gc.auto", "0"),
-                    ("core.sharedRepository", "0644"),
-                ]:
-                    await self._git(["config", key, value], cwd=tmp)
-                await self._git(["config", "--add", "remote.origin.fetch", "+refs/tags/*:refs/tags/*"], cwd=tmp)
-                tmp.rename(path)
-            await self._git(["fetch", "--quiet", "--prune", "--no-write-fetch-head", "origin"],
-                            cwd=path, credential=credential, timeout=600)
-            (path / "taskspace-fetched").write_text(str(time.time()))
-        return path
+            if await self._mirrors(path, remote):  # fetched meanwhile by a launch that held the lock
+                return path, remote.branches
+            await self._fetch(repo, credential, path)
+        return path, await self.branches(path)
+
+    async def _mirrors(self, path: Path, remote: RemoteHeads) -> bool:
+        """Whether the mirror has exactly the remote's branches and tags."""
+        if not (path / "taskspace-fetched").exists():
+            return False
+        result = await self._git(["for-each-ref", "--format=%(refname) %(objectname)", "refs/heads", "refs/tags"],
+                                 cwd=path)
+        local = dict(line.split(" ", 1) for line in result.stdout.decode().splitlines() if line)
+        wanted = {**{f"refs/heads/{k}": v for k, v in remote.branches.items()},
+                  **{f"refs/tags/{k}": v for k, v in remote.tags.items()}}
+        return local == wanted
+
+    async def _fetch(self, repo: RepoUrl, credential: GitCredential | None, path: Path) -> None:
+        """Create the mirror if needed and fetch the remote into it (under the mirror's lock)."""
+        if not (path / "HEAD").exists():
+            tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+            await self._git(["init", "--quiet", "--bare", str(tmp)], cwd=self.root)
+            for key, value in [
+                ("remote.origin.url", repo.url),
+                ("remote.origin.fetch", "+refs/heads/*:refs/heads/*"),
+                ("gc.auto", "0"),
+                ("core.sharedRepository", "0644"),
+            ]:
+                await self._git(["config", key, value], cwd=tmp)
+            await self._git(["config", "--add", "remote.origin.fetch", "+refs/tags/*:refs/tags/*"], cwd=tmp)
+            tmp.rename(path)
+        await self._git(["fetch", "--quiet", "--prune", "--no-write-fetch-head", "origin"],
+                        cwd=path, credential=credential, timeout=600)
+        (path / "taskspace-fetched").write_text(str(time.time()))
 
     def fetched(self, repo: RepoUrl) -> Path | None:
         """The mirror of ``repo`` if a fetch into it has ever succeeded, without fetching."""
@@ -103,6 +164,11 @@ class Mirrors:
 
     async def read_blob(self, mirror: Path, commit: str, path: str, *, limit: int) -> bytes | None:
         """The file at ``path`` in ``commit``, None when absent; GitError when over ``limit``."""
+        return await self._remembered(("blob", str(mirror), commit, path, str(limit)), commit,
+                                      lambda: self._read_blob(mirror, commit, path, limit=limit),
+                                      lambda blob: len(blob or b""))
+
+    async def _read_blob(self, mirror: Path, commit: str, path: str, *, limit: int) -> bytes | None:
         spec = f"{commit}:{path}"
         size = await self._git(["cat-file", "-s", spec], cwd=mirror, check=False)
         if size.returncode != 0:
@@ -113,12 +179,21 @@ class Mirrors:
         return (await self._git(["cat-file", "blob", spec], cwd=mirror)).stdout
 
     async def tree_id(self, mirror: Path, commit: str, path: str) -> str | None:
+        return await self._remembered(("tree", str(mirror), commit, path), commit,
+                                      lambda: self._tree_id(mirror, commit, path), lambda _: 64)
+
+    async def _tree_id(self, mirror: Path, commit: str, path: str) -> str | None:
         spec = f"{commit}:{path}" if path not in {"", "."} else f"{commit}^{{tree}}"
         result = await self._git(["rev-parse", "--verify", "--quiet", spec], cwd=mirror, check=False)
         return result.stdout.decode().strip() or None
 
     async def ls_tree(self, mirror: Path, commit: str, path: str) -> list[tuple[str, str, str]]:
         """(mode, object id, path relative to ``path``) of every file below ``path``."""
+        return await self._remembered(("ls-tree", str(mirror), commit, path), commit,
+                                      lambda: self._ls_tree(mirror, commit, path),
+                                      lambda entries: sum(60 + len(e[2]) for e in entries))
+
+    async def _ls_tree(self, mirror: Path, commit: str, path: str) -> list[tuple[str, str, str]]:
         spec = commit if path in {"", "."} else f"{commit}:{path}"
         result = await self._git(["ls-tree", "-r", "-z", spec], cwd=mirror)
         entries = []
@@ -130,6 +205,11 @@ class Mirrors:
         return entries
 
     async def list_files(self, mirror: Path, commit: str) -> list[str]:
+        return await self._remembered(("files", str(mirror), commit), commit,
+                                      lambda: self._list_files(mirror, commit),
+                                      lambda names: sum(50 + len(n) for n in names))
+
+    async def _list_files(self, mirror: Path, commit: str) -> list[str]:
         result = await self._git(["ls-tree", "-r", "--name-only", "-z", commit], cwd=mirror)
         return [p for p in result.stdout.decode().split("\0") if p]
 
@@ -174,6 +254,7 @@ class Mirrors:
 def _parse_ls_remote(text: str) -> RemoteHeads:
     default = None
     branches: dict[str, str] = {}
+    tags: dict[str, str] = {}
     for line in text.splitlines():
         if line.startswith("ref: ") and line.endswith("\tHEAD"):
             default = line[5:-5].removeprefix("refs/heads/")
@@ -181,4 +262,6 @@ def _parse_ls_remote(text: str) -> RemoteHeads:
         sha, _, ref = line.partition("\t")
         if ref.startswith("refs/heads/"):
             branches[ref.removeprefix("refs/heads/")] = sha
-    return RemoteHeads(default_branch=default, branches=branches)
+        elif ref.startswith("refs/tags/") and not ref.endswith("^{}"):  # ^{}: the peeled commit of a tag
+            tags[ref.removeprefix("refs/tags/")] = sha
+    return RemoteHeads(default_branch=default, branches=branches, tags=tags)

@@ -62,8 +62,8 @@ async def launch_options(rt: Runtime, *, user: User, key: str) -> LaunchOptions:
 
     async def branches_of(option: RepoOption, url: object, credential: object) -> None:
         try:
-            mirror = await rt.mirrors.refresh(url, credential)  # type: ignore[arg-type]
-            names = sorted(await rt.mirrors.branches(mirror))
+            _, branches = await rt.mirrors.sync(url, credential)  # type: ignore[arg-type]
+            names = sorted(branches)
         except GitError as exc:
             option.error = f"{exc.message} {exc.hint or ''}".strip()
             return

@@ -97,16 +97,16 @@ async def _check_repo(rt: Runtime, inp: PreflightInput, repo: RepoChoice) -> Rep
     url = parse_repo_url(repo.url, rt.settings.repo_url_policy)
     try:
         if inp.refresh:
-            mirror = await rt.mirrors.refresh(url, repo.credential)
+            mirror, branches = await rt.mirrors.sync(url, repo.credential)
         elif (found := rt.mirrors.fetched(url)) is not None:
-            mirror = found
+            mirror, branches = found, await rt.mirrors.branches(found)
         else:
             raise GitError(f"`{repo.url}` has not been fetched to this server yet.",
                            hint="A launch fetches it with its user's token.")
     except GitError as exc:
         if not inp.refresh:
             raise
-        reason = exc.message.removeprefix("git fetch failed: ")
+        reason = exc.message.removeprefix("git ls-remote failed: ").removeprefix("git fetch failed: ")
         if repo.token_name:
             error = GitError(f"You don't have access to `{repo.url}` with token `{repo.token_name}` ({reason}).",
                              hint="Ask for access or choose another token.")
@@ -115,7 +115,6 @@ async def _check_repo(rt: Runtime, inp: PreflightInput, repo: RepoChoice) -> Rep
                              hint="Add a token for this host with 'taskspace token add', or ask for access.")
         error.status_code = exc.status_code
         raise error from None
-    branches = await rt.mirrors.branches(mirror)
     source = repo.source_branch or repo.default_branch or next(iter(sorted(branches)), "main")
     target = repo.target_branch or source
     if repo.base_sha and repo.branch_existed is not None:  # decided before a restart: keep it

@@ -203,9 +203,12 @@ async def volume_step(rt: Runtime, snap: Snapshot, plan: Plan) -> None:
         step.values = {"backend_state": state}
 
 
-async def ensure_container(rt: Runtime, snap: Snapshot, plan: Plan) -> dict[str, Any]:
-    """Start the workspace container and make sure its user can write to /workspace."""
+async def ensure_container(rt: Runtime, snap: Snapshot, plan: Plan, *, first: bool = True) -> dict[str, Any]:
+    """Start the workspace container; the first time, make sure its user can write to
+    /workspace (the volume keeps that for every later start)."""
     state = await rt.backend.start_workspace(spec_for(rt, snap, plan), snap.ws.backend_state)
+    if not first:
+        return state
     user = plans.exec_user(plan)
     probe = await rt.backend.exec(snap.id, ["/bin/sh", "-c", prepare_script()], user=user)
     if probe.exit_code != 0:
