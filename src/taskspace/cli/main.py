@@ -4,7 +4,6 @@ token that ``taskspace up`` writes to the data dir)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
@@ -78,6 +77,13 @@ def _settings(**overrides: Any) -> Settings:
                        "Check the TASKSPACE_* variables and taskspace.toml.") from None
 
 
+def _run(work: Any) -> Any:
+    """Run a coroutine of the server's side (asyncio is imported only by the commands that need it)."""
+    import asyncio
+
+    return asyncio.run(work)
+
+
 def _client() -> Client:
     return Client.from_env()
 
@@ -134,7 +140,7 @@ def up(host: Annotated[str | None, typer.Option(help="Address to listen on")] = 
             await rt.close()
 
     try:
-        report = asyncio.run(prepare())
+        report = _run(prepare())
     except TaskspaceError as exc:
         raise CliError(exc.message, exc.hint) from None
     say = lambda text: err.print(text, soft_wrap=True, markup=True)  # noqa: E731 - paths must stay on one line
@@ -167,7 +173,7 @@ def admin_rotate_key(
             await rt.close()
 
     try:
-        report = asyncio.run(rotate())
+        report = _run(rotate())
     except TaskspaceError as exc:
         raise CliError(exc.message, exc.hint) from None
     out.print(f"Current key {report.current}; re-wrapped {report.rewrapped} token(s).")
