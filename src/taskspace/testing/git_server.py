@@ -271,6 +271,9 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     # HTTP/1.1 so git can keep connections alive and send chunked request bodies.
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY the body waits for the
+    # client's delayed ACK (40 ms a request), which no real git host makes its clients wait.
+    disable_nagle_algorithm = True
     server: _Server
 
     def do_GET(self) -> None:
