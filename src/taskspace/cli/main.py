@@ -506,14 +506,17 @@ class _Null:
         return None
 
 
-def _finish(ws: dict[str, Any], as_json: bool, want: str) -> None:
+def _finish(ws: dict[str, Any], as_json: bool, want: str, took: float | None = None) -> None:
+    """Say where the workspace got to; ``took``: how long the asked change took (default: its
+    launch's time to ready)."""
     if as_json:
         _print_json(_ws_summary(ws))
     if ws["state"] != want:
         reason = ws.get("failure_reason") or f"the workspace is {ws['state']}"
         raise CliError(f"{ws['key']}: {reason}" if not as_json else reason)
     if not as_json:
-        extra = f" in {ws['ready_seconds']:.2f}s" if want == "ready" and ws.get("ready_seconds") else ""
+        seconds = took if took is not None else ws.get("ready_seconds") if want == "ready" else None
+        extra = f" in {seconds:.2f}s" if seconds else ""
         out.print(f"{ws['key']} is {ws['state']}{extra} — branch {ws['branch']}")
         if want == "ready" and ws.get("startup_status") == "failed":
             err.print(f"[yellow]startup failed:[/] {escape(ws['startup_detail'])} (taskspace ws logs {ws['key']})",
@@ -621,11 +624,12 @@ def ws_exec(key: str, command: Annotated[list[str], typer.Argument(help="The com
 def _request(key: str, action: str, wait: bool, until: str, body: dict[str, Any] | None = None) -> None:
     client = _client()
     seen = client.call("GET", f"/workspaces/{_segment(key)}/events") if wait else {"events": []}
+    started = time.monotonic()
     ws = client.call("POST", f"/workspaces/{_segment(key)}/{action}", json_body=body)
     if wait:
         after = seen["events"][-1]["id"] if seen["events"] else 0
         ws = _follow(client, ws["id"], until={until}, quiet=False, after=after)
-        _finish(ws, False, until)
+        _finish(ws, False, until, took=time.monotonic() - started)
     else:
         out.print(f"{ws['key']}: {action} requested (now {ws['state']}).")
 
