@@ -1,5 +1,6 @@
-"""Audit middleware: every state-changing request is recorded after it is answered — who, what
-(the route), target (its path parameters), source address and result."""
+"""Audit middleware: every state-changing request is recorded — who, what (the route), target
+(its path parameters), source address and result — once its status is known and before the
+answer goes out, so whoever reads the log next sees it."""
 
 from __future__ import annotations
 
@@ -39,18 +40,20 @@ class AuditMiddleware:
             # (/p/ is a workspace's own app behind the port proxy: its traffic is not ours to log)
             await self.app(scope, receive, send)
             return
-        status = 500
+        recorded = False
 
         async def capture(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
+            nonlocal recorded
+            if message["type"] == "http.response.start" and not recorded:
+                recorded = True
+                await self._record(scope, message["status"])
             await send(message)
 
         try:
             await self.app(scope, receive, capture)
         finally:
-            await self._record(scope, status)
+            if not recorded:  # no answer began: the request failed (or the client left)
+                await self._record(scope, 500)
 
     async def _record(self, scope: Scope, status: int) -> None:
         rt: Runtime | None = getattr(scope.get("app").state, "rt", None) if scope.get("app") else None

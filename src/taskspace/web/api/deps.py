@@ -54,15 +54,20 @@ def bearer(request: Request) -> str | None:
 
 
 async def browser_session(request: HTTPConnection) -> WebSession | None:
-    """The live session of the request's cookie (cached on the request), or None."""
+    """The live session of the request's cookie (cached on the request), or None. Read in a
+    read-only session; a write (the sliding expiry) only when a minute has passed since the
+    last, so requests do not queue for SQLite's write lock."""
     if not hasattr(request.state, "web_session"):
         rt: Runtime = request.app.state.rt
         cookie = request.cookies.get(SESSION_COOKIE)
         web = None
         if cookie:
-            async with transaction(rt.sessions) as session:
-                web = await users.resume_session(session=session, cookie=cookie,
-                                                 lifetime=timedelta(hours=rt.settings.session_hours))
+            lifetime = timedelta(hours=rt.settings.session_hours)
+            async with rt.readers() as session:
+                web = await users.resume_session(session=session, cookie=cookie, lifetime=lifetime, touch=False)
+            if web is not None and users.use_worth_recording(web.last_seen_at):
+                async with transaction(rt.sessions) as session:
+                    web = await users.resume_session(session=session, cookie=cookie, lifetime=lifetime)
         request.state.web_session = web
     return request.state.web_session
 
@@ -81,8 +86,12 @@ async def get_user(request: Request) -> User:
     rt: Runtime = request.app.state.rt
     token = bearer(request)
     if token is not None:
-        async with transaction(rt.sessions) as session:
-            user = await users.authenticate(session=session, token=token)
+        async with rt.readers() as session:
+            row = await users.api_token(session=session, token=token)
+        user = row.user
+        if users.use_worth_recording(row.last_used_at):  # at most once a minute: a write
+            async with transaction(rt.sessions) as session:
+                user = await users.authenticate(session=session, token=token)
     else:
         web = await browser_session(request)
         if web is None:
@@ -96,7 +105,9 @@ async def get_user(request: Request) -> User:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
-ReaderDep = Annotated[AsyncSession, Depends(get_reader)]
+# Both end with the route function, before the answer is sent: a client told "created" can read
+# what it created, and a commit that fails is an error answer, not a success followed by a loss.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+ReaderDep = Annotated[AsyncSession, Depends(get_reader, scope="function")]
 UserDep = Annotated[User, Depends(get_user)]
 ReconcilerDep = Annotated[Reconciler, Depends(get_reconciler)]
