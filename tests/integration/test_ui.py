@@ -158,3 +158,24 @@ def test_from_the_board_to_a_terminal_and_a_purge(stack: Stack, browser: Browser
 
     assert alerts == [], "no script from ticket text ran"
     assert errors == [], f"errors in the page's scripts: {errors}"
+
+
+def test_a_long_column_shows_its_newest_cards_and_pages_on_its_own(stack: Stack, browser: Browser) -> None:
+    keys = [stack.ticket(f"Ticket number {n} of a long backlog") for n in range(1, 24)]
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    sign_in(page, stack)
+
+    column = page.locator("section.column[aria-label='To Do']")
+    assert column.locator("article.ticket").count() == 20
+    shown = column.locator("article.ticket").evaluate_all("cards => cards.map(c => c.dataset.key)")
+    assert shown == keys[::-1][:20], "the most recently updated first"
+    more = column.locator("a.more")
+    assert more.inner_text().startswith("3 more in To Do")
+
+    more.click()
+    page.wait_for_url(re.compile(r".*status=To\+Do.*"))
+    assert page.locator("article.ticket").count() == 23
+    assert page.locator("section.column").count() == 1
+    shoot(page, "board-column")
+    page.locator("a", has_text="All columns").click()
+    page.wait_for_url(f"{stack.server.url}/")

@@ -203,6 +203,13 @@ class Repo(Base):
 
 class Ticket(Base):
     __tablename__ = "tickets"
+    __table_args__ = (
+        # The board: a column of someone's tickets, newest change first, read from the index
+        # (and counted from it alone).
+        Index("ix_tickets_assignee_status", "assignee", "status", "status_category", "updated_at"),
+        # The projects someone has tickets in: one probe per project.
+        Index("ix_tickets_assignee_project_id", "assignee", "project_id"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
     key: Mapped[str] = mapped_column(String(40), unique=True)
@@ -210,7 +217,7 @@ class Ticket(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(100))
     status_category: Mapped[str] = mapped_column(String(20), index=True)
-    assignee: Mapped[str | None] = mapped_column(String(200), index=True)
+    assignee: Mapped[str | None] = mapped_column(String(200))
     url: Mapped[str | None] = mapped_column(String(2048))
     reference: Mapped[str | None] = mapped_column(String(300))
     external_id: Mapped[str | None] = mapped_column(String(100))
@@ -236,10 +243,13 @@ class Workspace(Base):
             sqlite_where=text("state != 'purged'"),
             postgresql_where=text("state != 'purged'"),
         ),
+        # Listings, newest first, a page at a time: someone's, and everyone's.
+        Index("ix_workspaces_owner_id_created_at", "owner_id", "created_at", "id"),
+        Index("ix_workspaces_created_at", "created_at", "id"),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
-    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
     pool_key: Mapped[str | None] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(20), index=True)

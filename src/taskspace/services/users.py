@@ -8,7 +8,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -237,15 +237,23 @@ async def start_session(*, session: AsyncSession, user: User, lifetime: timedelt
     return cookie, web
 
 
-async def resume_session(*, session: AsyncSession, cookie: str | None, lifetime: timedelta) -> WebSession | None:
-    """The live session of a cookie (sliding expiry), or None."""
+def use_worth_recording(last: datetime | None) -> bool:
+    """Whether a use now should be written: a session's last sight (and sliding expiry) and a
+    token's last use are kept to the minute, so most requests only read them."""
+    return last is None or utcnow() - last > _LAST_USED_RESOLUTION
+
+
+async def resume_session(*, session: AsyncSession, cookie: str | None, lifetime: timedelta,
+                         touch: bool = True) -> WebSession | None:
+    """The live session of a cookie, or None. With ``touch`` (a write transaction) its expiry
+    slides on when ``use_worth_recording``; without, nothing changes (a read-only session does)."""
     if not cookie:
         return None
     web = await session.get(WebSession, _hash(cookie))
     now = utcnow()
     if web is None or web.expires_at <= now or web.user.disabled_at is not None:
         return None
-    if now - web.last_seen_at > _LAST_USED_RESOLUTION:
+    if touch and use_worth_recording(web.last_seen_at):
         web.last_seen_at = now
         web.expires_at = now + lifetime
     return web
@@ -290,7 +298,9 @@ async def revoke_api_token(*, session: AsyncSession, user: User, token_id: int) 
     row.revoked_at = utcnow()
 
 
-async def authenticate(*, session: AsyncSession, token: str | None) -> User:
+async def api_token(*, session: AsyncSession, token: str | None) -> ApiToken:
+    """The live API token ``token`` with its user; changes nothing (see ``authenticate``).
+    Raises Unauthorized when it is missing, unknown, revoked, or its user is disabled."""
     if not token:
         raise Unauthorized("This request carries no API token.",
                            hint="Send 'Authorization: Bearer <token>' (the CLI reads TASKSPACE_TOKEN "
@@ -299,9 +309,14 @@ async def authenticate(*, session: AsyncSession, token: str | None) -> User:
     if row is None or row.revoked_at is not None or row.user.disabled_at is not None:
         raise Unauthorized("The API token is unknown or revoked.",
                            hint="Check TASKSPACE_TOKEN, or create a new token on your profile.")
-    now = utcnow()
-    if row.last_used_at is None or now - row.last_used_at > _LAST_USED_RESOLUTION:
-        row.last_used_at = now
+    return row
+
+
+async def authenticate(*, session: AsyncSession, token: str | None) -> User:
+    """The user of a live API token, recording its use when ``use_worth_recording``."""
+    row = await api_token(session=session, token=token)
+    if use_worth_recording(row.last_used_at):
+        row.last_used_at = utcnow()
     return row.user
 
 
