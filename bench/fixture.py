@@ -293,9 +293,23 @@ class BenchServer:
                 problems.append(str(exc))
         return problems
 
+    def workspaces(self, **params: str) -> list[dict[str, Any]]:
+        """``GET /api/v1/workspaces`` with ``params``, every page (a server before pagination
+        answered a plain list)."""
+        found: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            body = self.expect(self.api.get("/workspaces", params={**params, **({"cursor": cursor} if cursor else {}),
+                                                                   "limit": "500"}), 200)
+            if isinstance(body, list):
+                return body
+            found += body["items"]
+            cursor = body.get("next_cursor")
+            if not cursor:
+                return found
+
     def active_workspaces(self) -> list[str]:
-        found = self.expect(self.api.get("/workspaces", params={"everyone": "true"}), 200)
-        return [w["id"] for w in found if w["state"] != "purged"]
+        return [w["id"] for w in self.workspaces(everyone="true") if w["state"] != "purged"]
 
     # The CLI ---------------------------------------------------------------------------------------
 

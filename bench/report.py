@@ -101,16 +101,19 @@ def print_tables(results: dict[str, Any], console: Console) -> None:
                             f"{s['connections']} connections × {s['duration']:g} s; milliseconds",
                       title_justify="left")
         for column in ("database", "board p50", "board p95", "board req/s", "workspaces p50", "workspaces p95",
-                       "workspaces req/s", "reconcile p50", "reconcile p95", "engine req/pass", "sample round s"):
+                       "workspaces req/s", "all workspaces", "reconcile p50", "reconcile p95", "engine req/pass",
+                       "sample round s"):
             table.add_column(column, justify="right")
         for name, db in scale.get("databases", {}).items():
             if "skipped" in db:
-                table.add_row(name, f"skipped: {db['skipped'][:80]}", *["-"] * 9)
+                table.add_row(name, f"skipped: {db['skipped'][:80]}", *["-"] * 10)
                 continue
             board, api, rec = db["board_page"], db["workspaces_api"], db["reconcile"]
+            walk = api.get("all_pages")
             table.add_row(name, _ms(board["latency_seconds"]["p50"]), _ms(board["latency_seconds"]["p95"]),
                           _s(board["requests_per_second"], 1), _ms(api["latency_seconds"]["p50"]),
                           _ms(api["latency_seconds"]["p95"]), _s(api["requests_per_second"], 1),
+                          f"{walk['items']} in {_ms(walk['seconds']['p50'])}" if walk else "-",
                           _ms(rec["seconds"]["p50"]), _ms(rec["seconds"]["p95"]), str(rec["engine_requests_per_pass"]),
                           _sample_round(db.get("metrics_sample_round")))
         console.print(table)

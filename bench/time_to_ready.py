@@ -100,7 +100,7 @@ def _spare_ready(server: BenchServer, known: set[str], timeout: float = 240) -> 
                 return "the project's pool status has a ready spare"
             time.sleep(0.5)
             continue
-        listed = server.api.get("/workspaces", params={"everyone": "true"}).json()
+        listed = server.workspaces(everyone="true")
         spares = [w for w in listed if w["id"] not in known]
         if any(w["state"] == "ready" for w in spares):
             return "a listed spare workspace is ready"

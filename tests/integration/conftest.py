@@ -79,6 +79,19 @@ class Stack:
         self.responses.append(response.text)
         return response
 
+    def workspaces(self, **params: Any) -> list[dict[str, Any]]:
+        """``GET /workspaces`` with ``params``: every item, page after page."""
+        found: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            response = self.api("GET", "/workspaces", params={**params, **({"cursor": cursor} if cursor else {})})
+            assert response.status_code == 200, response.text
+            page = response.json()
+            found += page["items"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return found
+
     def ticket(self, title: str = "Fix the login page") -> str:
         response = self.api("POST", "/tickets", json={"project": self.project, "title": title, "assignee": "admin"})
         assert response.status_code == 201, response.text

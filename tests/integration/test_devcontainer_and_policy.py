@@ -115,4 +115,4 @@ def test_a_done_ticket_cannot_be_launched(stack: Stack) -> None:
     response = stack.api("POST", "/workspaces", json={"key": key})
     assert response.status_code == 409
     assert "Move the ticket back" in response.json()["error"]["hint"]
-    assert stack.api("GET", "/workspaces").json() == []
+    assert stack.workspaces() == []

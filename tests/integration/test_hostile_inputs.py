@@ -63,12 +63,13 @@ def inventory(stack: Stack) -> dict[str, list[str]]:
     def listed(path: str, key: str, **params: str) -> list[str]:
         response = stack.server.api.get(path, params=params)
         assert response.status_code == 200, response.text
-        return sorted(str(item[key]) for item in response.json())
+        body = response.json()
+        return sorted(str(item[key]) for item in (body["items"] if isinstance(body, dict) else body))
 
     return {
         "projects": listed("/projects", "name"),
         "tickets": listed("/tickets", "key"),
-        "workspaces": listed("/workspaces", "id", all="true", everyone="true"),
+        "workspaces": sorted(w["id"] for w in stack.workspaces(all="true", everyone="true")),
         "git tokens": listed("/tokens", "name"),
         "users": listed("/users", "username"),
         "api tokens": listed("/me/api-tokens", "id"),

@@ -72,7 +72,7 @@ def test_a_bad_branch_name_is_refused_before_anything_exists(
         response = stack.api("POST", "/workspaces", json={"key": key, field: branch})
         assert response.status_code == 422, response.text
         assert why in response.json()["error"]["message"]
-    assert [w for w in stack.api("GET", "/workspaces").json() if w["key"] == key] == []
+    assert [w for w in stack.workspaces() if w["key"] == key] == []
     assert engine_resources(docker_client, stack.server.installation)["containers"] == set()
 
 
@@ -118,7 +118,7 @@ def test_a_bad_environment_file_fails_the_launch_and_creates_nothing(
     error = response.json()["error"]
     assert why in error["message"], error
     assert error["hint"]
-    assert [w for w in stack.api("GET", "/workspaces").json() if w["key"] == key] == []
+    assert [w for w in stack.workspaces() if w["key"] == key] == []
     assert engine_resources(docker_client, stack.server.installation) == {
         "containers": set(), "volumes": set(), "networks": set()}
 
@@ -139,7 +139,7 @@ def test_two_concurrent_launches_of_one_ticket_give_one_workspace(stack: Stack) 
         thread.join()
 
     assert len(results) == 2 and results[0]["id"] == results[1]["id"]
-    mine = [w["id"] for w in stack.api("GET", "/workspaces").json() if w["key"] == key]
+    mine = [w["id"] for w in stack.workspaces() if w["key"] == key]
     assert mine == [results[0]["id"]]
     assert stack.server.wait_for(key, {"ready", "failed"})["state"] == "ready"
     stack.request(key, "purge", "purged")

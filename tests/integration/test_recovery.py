@@ -93,7 +93,7 @@ def test_server_killed_during_the_launch_preflight_creates_nothing(
     monkeypatch.setattr(stack.git, "delay", 0.0)
     stack.server.start()
 
-    assert stack.api("GET", "/workspaces").json() == []
+    assert stack.workspaces() == []
     assert engine_resources(docker_client, stack.server.installation)["containers"] == set()
     assert stack.launch_ready(key)["state"] == "ready"
 

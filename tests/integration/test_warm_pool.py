@@ -64,7 +64,7 @@ def wait_pool(stack: Stack, *, ready: int, building: int = 0, timeout: float = 1
 
 def spares(client: docker.DockerClient, stack: Stack) -> dict[str, str | None]:
     """Workspace id → its service container's id, of the engine's workspaces that no one has."""
-    people = {w["id"] for w in stack.api("GET", "/workspaces", params={"everyone": True}).json()}
+    people = {w["id"] for w in stack.workspaces(everyone=True)}
     # One list call (no inspect per container): spares come and go while it runs.
     containers = client.api.containers(all=True, filters={"label": f"taskspace.installation={stack.server.installation}"})
     services = {c["Labels"]["taskspace.workspace"]: c["Id"] for c in containers
@@ -125,7 +125,7 @@ def test_a_launch_claims_a_prebuilt_workspace_and_moves_it_to_the_ticket(
                for e in events)
     assert ws["ready_seconds"] < 30
     # Spares are nobody's: no one sees them among the workspaces.
-    listed = stack.api("GET", "/workspaces", params={"everyone": True}).json()
+    listed = stack.workspaces(everyone=True)
     assert [w["id"] for w in listed] == [spare]
     assert stack.api("GET", f"/workspaces/{spare}").status_code == 200  # it is the claimed one now
 

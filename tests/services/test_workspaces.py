@@ -335,7 +335,7 @@ async def test_find_knows_only_the_callers_workspaces(rt: Runtime, admin: User, 
 
     async with transaction(rt.sessions) as session:
         assert (await workspaces.find(session=session, user=admin, ref=ws.id.upper())).id == ws.id
-        assert [w.id for w in await workspaces.list_for(session=session, user=admin)] == [ws.id]
-        assert await workspaces.list_for(session=session, user=bob) == []
+        assert [w.id for w in (await workspaces.list_page(session=session, user=admin)).items] == [ws.id]
+        assert (await workspaces.list_page(session=session, user=bob)).items == []
         with pytest.raises(NotFound, match="no workspace for DEMO-1"):
             await workspaces.find(session=session, user=bob, ref="DEMO-1")

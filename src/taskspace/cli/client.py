@@ -89,6 +89,18 @@ class Client:
             return response.json()
         return response.text
 
+    def pages(self, path: str, *, params: dict[str, Any] | None = None, limit: int = 500) -> list[Any]:
+        """Every item of a paged listing (``items`` and ``next_cursor``), page after page."""
+        found: list[Any] = []
+        cursor = None
+        while True:
+            page = self.call("GET", path, params={**(params or {}), "limit": limit,
+                                                  **({"cursor": cursor} if cursor else {})})
+            found += page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return found
+
     def stream_lines(self, path: str, *, json_body: Any) -> Iterator[dict[str, Any]]:
         try:
             with self.http.stream("POST", path, json=json_body, timeout=None) as response:

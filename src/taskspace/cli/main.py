@@ -565,7 +565,7 @@ def ws_launch(
 @ws_app.command("list")
 def ws_list(as_json: Annotated[bool, typer.Option("--json")] = False,
             all_: Annotated[bool, typer.Option("--all", help="Include purged workspaces")] = False) -> None:
-    found = _client().call("GET", "/workspaces", params={"all": all_})
+    found = _client().pages("/workspaces", params={"all": all_})
     if as_json:
         _print_json(found)
         return

@@ -7,14 +7,17 @@ also when two launches race (a partial unique index decides).
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer, joinedload, load_only, raiseload
 
 from taskspace.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from taskspace.core.naming import TICKET_KEY_RE, ticket_branch, validate_branch_name, validate_ticket_key
@@ -24,7 +27,7 @@ from taskspace.core.states import PREPARE_STEPS, Desired, State, Step
 from taskspace.core.tickets import StatusCategory
 from taskspace.core.workspace_scripts import STARTUP_LOG
 from taskspace.db.engine import transaction
-from taskspace.db.models import Event, Repo, Ticket, User, Workspace, WorkspaceRepo, utcnow
+from taskspace.db.models import Event, Project, Repo, Ticket, User, Workspace, WorkspaceRepo, utcnow
 from taskspace.plugins.backends.base import ExecChunk, SupportsFileRead, SupportsIdeAttach
 from taskspace.services import activity, git_tokens, pool
 from taskspace.services.lifecycle.plan import ticket_env
@@ -195,19 +198,74 @@ async def find(*, session: AsyncSession, user: User, ref: str, access: Access = 
                    hint=f"Launch one with 'taskspace ws launch {ref.upper()}'.")
 
 
-async def list_for(*, session: AsyncSession, user: User, include_purged: bool = False,
-                   everyone: bool = False) -> list[Workspace]:
-    """The caller's workspaces; with ``everyone`` (reviewers and admins), all of them."""
-    stmt = select(Workspace).where(Workspace.ticket_id.is_not(None)).order_by(Workspace.created_at.desc())
+#: Workspaces of a listing page when the caller does not say, and at most.
+PAGE_DEFAULT = 100
+PAGE_MAX = 500
+
+
+@dataclass
+class WorkspacePage:
+    """A page of a listing, newest first: ``total`` counts every page; ``next_cursor`` asks
+    for the next one (None on the last)."""
+
+    items: list[Workspace]
+    total: int
+    next_cursor: str | None
+
+
+def _cursor(ws: Workspace) -> str:
+    """Opaque to callers: where a page ended, as (created_at, id) of its last workspace."""
+    return base64.urlsafe_b64encode(f"{ws.created_at.isoformat()}|{ws.id}".encode()).decode().rstrip("=")
+
+
+def _after(cursor: str) -> tuple[datetime, str]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        moment, workspace_id = text.split("|", 1)
+        at = datetime.fromisoformat(moment)
+        if at.tzinfo is None or not workspace_id or len(workspace_id) > 32:
+            raise ValueError(text)
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise InvalidInput("This cursor is not one the server gave.", field="cursor",
+                           hint="Pass the next_cursor of the previous page as it came, or leave it out "
+                                "for the first page.") from None
+    return at, workspace_id
+
+
+async def list_page(*, session: AsyncSession, user: User, include_purged: bool = False, everyone: bool = False,
+                    limit: int = PAGE_DEFAULT, cursor: str | None = None) -> WorkspacePage:
+    """The caller's workspaces, newest first, ``limit`` (at most PAGE_MAX) after ``cursor``;
+    with ``everyone`` (reviewers and admins), all of them. Pages follow the (created_at, id)
+    index, so a workspace launched while someone pages is neither skipped nor repeated.
+
+    Loads what a listing shows: the ticket's key and title, the project's name, the owner's
+    name and the repositories; not the plan, the backend's state or the ticket's text."""
+    if not 1 <= limit <= PAGE_MAX:
+        raise InvalidInput(f"A page has 1 to {PAGE_MAX} workspaces.", field="limit")
+    conditions: list[ColumnElement[bool]] = [Workspace.ticket_id.is_not(None)]
     if everyone:
         if not may(user.role, Access.READ, owner=False):
             raise Forbidden("Only reviewers and admins may list everyone's workspaces.",
                             hint="Leave out the everyone option to list yours.")
     else:
-        stmt = stmt.where(Workspace.owner_id == user.id)
+        conditions.append(Workspace.owner_id == user.id)
     if not include_purged:
-        stmt = stmt.where(Workspace.state != State.PURGED.value)
-    return list(await session.scalars(stmt.limit(1000)))
+        conditions.append(Workspace.state != State.PURGED.value)
+    total = await session.scalar(select(func.count()).select_from(Workspace).where(*conditions)) or 0
+    stmt = select(Workspace).where(*conditions)
+    if cursor:
+        stmt = stmt.where(tuple_(Workspace.created_at, Workspace.id) < tuple_(*_after(cursor)))
+    stmt = (stmt.order_by(Workspace.created_at.desc(), Workspace.id.desc()).limit(limit + 1)
+            .options(defer(Workspace.plan), defer(Workspace.backend_state),
+                     joinedload(Workspace.ticket, innerjoin=True).options(
+                         load_only(Ticket.key, Ticket.title, Ticket.project_id),
+                         joinedload(Ticket.project, innerjoin=True).options(load_only(Project.name),
+                                                                            raiseload(Project.repos))),
+                     joinedload(Workspace.owner).load_only(User.username)))
+    found = list(await session.scalars(stmt))
+    more = len(found) > limit
+    items = found[:limit]
+    return WorkspacePage(items=items, total=total, next_cursor=_cursor(items[-1]) if more else None)
 
 
 def _retry_values(ws: Workspace) -> tuple[State, dict[str, Any]]:

@@ -253,6 +253,15 @@ class WorkspaceOut(BaseModel):
             purge_due_at=w.purge_due_at, purged_at=w.purged_at, rescue=list(w.rescue or []))
 
 
+class WorkspacePageOut(BaseModel):
+    """A page of workspaces, newest first."""
+
+    items: list[WorkspaceOut]
+    total: int = Field(description="Workspaces matching the query, on every page")
+    next_cursor: str | None = Field(description="Pass as `cursor` to get the next page; null on the last page")
+    next: str | None = Field(description="The next page's URL (this query with that cursor); null on the last page")
+
+
 class EventOut(BaseModel):
     id: int
     at: datetime

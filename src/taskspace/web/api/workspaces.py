@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import PlainTextResponse, StreamingResponse
@@ -19,6 +20,7 @@ from taskspace.web.api.schemas import (
     LaunchIn,
     PurgeIn,
     WorkspaceOut,
+    WorkspacePageOut,
 )
 
 router = APIRouter(prefix="/workspaces", tags=["workspaces"])
@@ -37,13 +39,26 @@ async def launch(body: LaunchIn, rt: RuntimeDep, user: UserDep, response: Respon
     return WorkspaceOut.of(fresh, rt.settings.base_url)
 
 
-@router.get("", response_model=list[WorkspaceOut])
+@router.get("", response_model=WorkspacePageOut)
 async def list_workspaces(rt: RuntimeDep, session: ReaderDep, user: UserDep,
                           all: bool = Query(False, description="Include purged workspaces"),
                           everyone: bool = Query(False, description="Everyone's, not just yours "
-                                                 "(reviewers and admins)")) -> list[WorkspaceOut]:
-    found = await workspaces.list_for(session=session, user=user, include_purged=all, everyone=everyone)
-    return [WorkspaceOut.of(w, rt.settings.base_url) for w in found]
+                                                 "(reviewers and admins)"),
+                          limit: int = Query(workspaces.PAGE_DEFAULT, ge=1, le=workspaces.PAGE_MAX,
+                                             description="Workspaces per page"),
+                          cursor: str | None = Query(None, max_length=200, description="The next_cursor of the "
+                                                     "previous page; leave out for the first")) -> WorkspacePageOut:
+    """Your workspaces (or everyone's), newest first, a page at a time: follow `next` (or pass
+    `next_cursor` as `cursor`) until it is null; `total` counts them all."""
+    page = await workspaces.list_page(session=session, user=user, include_purged=all, everyone=everyone,
+                                      limit=limit, cursor=cursor)
+    following = None
+    if page.next_cursor is not None:
+        query = urlencode({"all": str(all).lower(), "everyone": str(everyone).lower(), "limit": limit,
+                           "cursor": page.next_cursor})
+        following = f"{rt.settings.base_url}/api/v1/workspaces?{query}"
+    return WorkspacePageOut(items=[WorkspaceOut.of(w, rt.settings.base_url) for w in page.items], total=page.total,
+                            next_cursor=page.next_cursor, next=following)
 
 
 @router.get("/{ref}", response_model=WorkspaceOut)
