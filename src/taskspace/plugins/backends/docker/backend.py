@@ -556,48 +556,58 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
         info = await self._run(lambda: self._docker().info())
         return info.get("DockerRootDir") or None
 
+    def _running_workspaces(self, wanted: set[str]) -> list[tuple[str, str]]:
+        """(workspace id, container id) of the running workspace containers of ``wanted``: one list call."""
+        flt = specs.owned_filter(self.installation)
+        flt["label"].append(f"{LABEL_ROLE}=workspace")
+        return [(c["Labels"][LABEL_WORKSPACE], c["Id"])
+                for c in self._docker().api.containers(filters={**flt, "status": ["running"]})
+                if c["Labels"].get(LABEL_WORKSPACE) in wanted]
+
     async def sample(self, workspace_ids: list[str]) -> dict[str, ResourceStats]:
-        """One list call, one disk-usage call (volumes' sizes), one one-shot stats call per
-        running workspace container."""
+        """One list call, one disk-usage call (volumes' sizes), then a one-shot stats call per
+        running workspace container, a few at a time. A container that stopped in between is
+        left out."""
         wanted = set(workspace_ids)
 
-        def work() -> dict[str, ResourceStats]:
-            api = self._docker().api
-            flt = specs.owned_filter(self.installation)
-            flt["label"].append(f"{LABEL_ROLE}=workspace")
-            running = [c for c in api.containers(filters={**flt, "status": ["running"]})
-                       if c["Labels"].get(LABEL_WORKSPACE) in wanted]
-            if not running:
-                return {}
-            sizes = {v["Name"]: (v.get("UsageData") or {}).get("Size") for v in api.df().get("Volumes") or []}
-            found = {}
-            for container in running:
-                workspace_id = container["Labels"][LABEL_WORKSPACE]
-                try:
-                    stats = api.stats(container["Id"], stream=False, one_shot=True)
-                except docker.errors.NotFound:  # stopped since it was listed
-                    continue
-                cpu = stats.get("cpu_stats") or {}
-                size = sizes.get(specs.volume_name(workspace_id))
-                found[workspace_id] = ResourceStats(
-                    memory_bytes=(stats.get("memory_stats") or {}).get("usage") or 0,
-                    cpu_total=(cpu.get("cpu_usage") or {}).get("total_usage"),
-                    cpu_system=cpu.get("system_cpu_usage"), online_cpus=cpu.get("online_cpus") or 1,
-                    disk_bytes=size if size is not None and size >= 0 else None)
-            return found
-        return await self._run(work)
+        def running() -> tuple[list[tuple[str, str]], dict[str, int | None]]:
+            found = self._running_workspaces(wanted)
+            if not found:
+                return [], {}
+            volumes = self._docker().api.df().get("Volumes") or []
+            return found, {v["Name"]: (v.get("UsageData") or {}).get("Size") for v in volumes}
+
+        def stats(container_id: str) -> dict[str, Any] | None:
+            try:
+                return self._docker().api.stats(container_id, stream=False, one_shot=True)
+            except docker.errors.NotFound:
+                return None
+
+        containers, sizes = await self._run(running)
+        slots = asyncio.Semaphore(8)
+
+        async def one(container_id: str) -> dict[str, Any] | None:
+            async with slots:
+                return await self._run(stats, container_id)
+
+        found = {}
+        sampled = await asyncio.gather(*(one(container_id) for _, container_id in containers))
+        for (workspace_id, _), figures in zip(containers, sampled, strict=True):
+            if figures is None:
+                continue
+            cpu = figures.get("cpu_stats") or {}
+            size = sizes.get(specs.volume_name(workspace_id))
+            found[workspace_id] = ResourceStats(
+                memory_bytes=(figures.get("memory_stats") or {}).get("usage") or 0,
+                cpu_total=(cpu.get("cpu_usage") or {}).get("total_usage"),
+                cpu_system=cpu.get("system_cpu_usage"), online_cpus=cpu.get("online_cpus") or 1,
+                disk_bytes=size if size is not None and size >= 0 else None)
+        return found
 
     async def process_commands(self, workspace_ids: list[str]) -> dict[str, list[str]]:
         """One list call, then the engine's ``top`` of each running workspace container, a few
         at a time. A container that stopped in between is left out."""
         wanted = set(workspace_ids)
-
-        def running() -> list[tuple[str, str]]:
-            flt = specs.owned_filter(self.installation)
-            flt["label"].append(f"{LABEL_ROLE}=workspace")
-            return [(c["Labels"][LABEL_WORKSPACE], c["Id"])
-                    for c in self._docker().api.containers(filters={**flt, "status": ["running"]})
-                    if c["Labels"].get(LABEL_WORKSPACE) in wanted]
 
         def top(container_id: str) -> list[str] | None:
             try:
@@ -612,7 +622,7 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
             column = next((i for i, t in enumerate(titles) if t in {"CMD", "COMMAND"}), len(titles) - 1)
             return [str(p[column]) for p in listing.get("Processes") or [] if 0 <= column < len(p)]
 
-        containers = await self._run(running)
+        containers = await self._run(self._running_workspaces, wanted)
         slots = asyncio.Semaphore(8)
 
         async def one(container_id: str) -> list[str] | None:
