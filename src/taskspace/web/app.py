@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import hashlib
 import hmac
 import logging
 from collections import deque
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -34,6 +36,8 @@ from taskspace.web.ui.pages import SignInRequired, sign_in_redirect
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1024 * 1024
+#: Worker threads for blocking calls (the engine's SDK): most of them wait, few compute.
+IO_THREADS = 64
 
 
 class BodyLimit:
@@ -117,6 +121,11 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, run_reconc
             # and again — each would pause every request for a tenth of a second.
             gc.collect()
             gc.freeze()
+            # Engine calls run in worker threads and mostly wait (an image build for minutes, a
+            # stats call for the engine's next sample); the default pool (CPUs + 4 threads)
+            # would let a few builds hold up every other workspace's engine call.
+            asyncio.get_running_loop().set_default_executor(
+                ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="taskspace-io"))
         if run_reconciler:
             reconciler.start()
             sender.start()
