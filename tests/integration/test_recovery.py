@@ -133,9 +133,12 @@ def test_workspaces_come_back_after_the_engine_restarts(
         engine.restart()
         assert not engine.client().containers.get(f"ts-{ws['id']}").attrs["State"]["Running"]
 
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while stack.sh_or_none(key, "cat survive.txt") is None:
-            assert time.monotonic() < deadline, "the reconciler did not restart the workspace"
+            if time.monotonic() > deadline:
+                events = stack.api("GET", f"/workspaces/{key}/events").json()["events"][-5:]
+                pytest.fail(f"the reconciler did not restart the workspace; its last events: {events}; "
+                            f"server log: {stack.server.log()[-3000:]}")
             time.sleep(0.5)
         ws = stack.server.wait_for(key, {"ready"}, 60)
         assert stack.sh(key, "cat survive.txt").strip() == "survive"

@@ -113,12 +113,13 @@ class Board:
     page: int = 1
     pages: int = 1
 
-    def query(self, **changes: str | int | None) -> str:
-        """The page's query string with ``changes`` (None or empty: left out), for links."""
+    def link(self, **changes: str | int | None) -> str:
+        """This board's address with ``changes`` (None or empty: left out)."""
         params: dict[str, str | int | None] = {"project": self.project, "q": self.text, "status": self.status,
                                                "page": self.page if self.page > 1 else None}
         params.update(changes)
-        return urlencode({k: v for k, v in params.items() if v not in (None, "")})
+        query = urlencode({k: v for k, v in params.items() if v not in (None, "")})
+        return f"/?{query}" if query else "/"
 
 
 def _days(since: datetime, now: datetime) -> int:
