@@ -18,8 +18,9 @@ from taskspace import __version__
 from taskspace.core.sizes import format_size
 from taskspace.services import workspace_pages
 
+# Templates ship with the package: compiled once, never looked for on disk again.
 templates = Jinja2Templates(env=jinja2.Environment(
-    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True))
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True, auto_reload=False))
 templates.env.globals["version"] = __version__
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
 
