@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import func, literal, or_, select, update
@@ -29,8 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from taskspace.core.states import State
 from taskspace.db.engine import transaction
-from taskspace.db.models import Meta, Workspace, utcnow
+from taskspace.db.models import Workspace, utcnow
 from taskspace.plugins.backends.base import SupportsProcessList, Terminal
+from taskspace.services import rounds
 from taskspace.services.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -157,14 +158,11 @@ async def check_ides(rt: Runtime, *, force: bool = False) -> IdeCheckReport | No
     if not isinstance(rt.backend, SupportsProcessList):
         return None
     interval = timedelta(seconds=rt.settings.activity_check_interval)
-    if not force:
-        async with rt.readers() as session:
-            last = _parse_time(await session.get(Meta, CHECKED_AT))
-        if last is not None and utcnow() - last < interval:
-            return None
+    if not force and not await rounds.due(rt, CHECKED_AT, interval):
+        return None
     try:
         async with transaction(rt.sessions) as session:
-            if not await _claim(session, interval=interval, force=force):
+            if not await rounds.claim(session, CHECKED_AT, interval=interval, force=force):
                 return None
             running = list(await session.scalars(select(Workspace.id).where(Workspace.state == State.READY.value)))
     except IntegrityError:  # another process recorded its first check at the same moment
@@ -184,29 +182,3 @@ async def check_ides(rt: Runtime, *, force: bool = False) -> IdeCheckReport | No
             report.marked += await touch(session=session, workspace_ids=report.attached[start:start + BATCH], now=now)
     _remember(((rt.installation, w) for w in report.attached), clock)
     return report
-
-
-async def _claim(session: AsyncSession, *, interval: timedelta, force: bool) -> bool:
-    """Record this check's start unless another started less than ``interval`` ago (the row is
-    locked on PostgreSQL; SQLite's write transaction locks the database)."""
-    now = utcnow()
-    row = await session.get(Meta, CHECKED_AT, with_for_update=True)
-    last = _parse_time(row)
-    if not force and last is not None and now - last < interval:
-        return False
-    if row is None:
-        session.add(Meta(key=CHECKED_AT, value=now.isoformat()))
-        await session.flush()
-    else:
-        row.value = now.isoformat()
-    return True
-
-
-def _parse_time(row: Meta | None) -> datetime | None:
-    if row is None:
-        return None
-    try:
-        value = datetime.fromisoformat(row.value)
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

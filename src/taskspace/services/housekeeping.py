@@ -22,13 +22,12 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import cast
 
 from sqlalchemy import ColumnElement, delete, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from taskspace.core.errors import BackendError
@@ -36,7 +35,7 @@ from taskspace.core.states import State
 from taskspace.db.engine import transaction
 from taskspace.db.models import Base, Event, Meta, Notification, WebhookDelivery, Workspace, utcnow
 from taskspace.plugins.backends.base import SupportsStoragePath
-from taskspace.services import notifications
+from taskspace.services import notifications, rounds
 from taskspace.services.lifecycle.prepare import build_log_path
 from taskspace.services.runtime import Runtime
 
@@ -91,14 +90,11 @@ async def run(rt: Runtime, *, force: bool = False) -> HousekeepingReport | None:
     it was not due. Cheap when not due: one primary-key read. The round is claimed in a short
     transaction first, so two processes do not both run it."""
     interval = timedelta(seconds=rt.settings.housekeeping_interval)
-    if not force:
-        async with rt.readers() as session:
-            last = _parse_time(await session.get(Meta, RAN_AT))
-        if last is not None and utcnow() - last < interval:
-            return None
+    if not force and not await rounds.due(rt, RAN_AT, interval):
+        return None
     try:
         async with transaction(rt.sessions) as session:
-            if not await _claim(session, interval=interval, force=force):
+            if not await rounds.claim(session, RAN_AT, interval=interval, force=force):
                 return None
     except IntegrityError:  # another process recorded its first round at the same moment
         return None
@@ -120,28 +116,6 @@ async def run(rt: Runtime, *, force: bool = False) -> HousekeepingReport | None:
     return report
 
 
-async def _claim(session: AsyncSession, *, interval: timedelta, force: bool) -> bool:
-    now = utcnow()
-    row = await session.get(Meta, RAN_AT, with_for_update=True)
-    last = _parse_time(row)
-    if not force and last is not None and now - last < interval:
-        return False
-    if row is None:
-        session.add(Meta(key=RAN_AT, value=now.isoformat()))
-        await session.flush()
-    else:
-        row.value = now.isoformat()
-    return True
-
-
-def _parse_time(row: Meta | None) -> datetime | None:
-    if row is None:
-        return None
-    try:
-        value = datetime.fromisoformat(row.value)
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 # Disk space -------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, delete, distinct, func, insert, select
@@ -32,8 +32,9 @@ from taskspace.core.errors import Forbidden
 from taskspace.core.roles import Access, may
 from taskspace.core.states import ACTIVE, State
 from taskspace.db.engine import transaction
-from taskspace.db.models import Meta, MetricSample, Project, Ticket, User, Workspace, utcnow
+from taskspace.db.models import MetricSample, Project, Ticket, User, Workspace, utcnow
 from taskspace.plugins.backends.base import ResourceStats, SupportsStats
+from taskspace.services import rounds
 from taskspace.services.audit import csv_cell
 from taskspace.services.runtime import Runtime
 
@@ -97,15 +98,12 @@ async def sample(rt: Runtime, *, force: bool = False) -> SampleReport | None:
     if not issubclass(type(rt.backend), SupportsStats):
         return None
     interval = timedelta(seconds=rt.settings.metrics_interval)
-    if not force:
-        async with rt.readers() as session:
-            last = _parse_time(await session.get(Meta, SAMPLED_AT))
-        if last is not None and utcnow() - last < interval:
-            return None
+    if not force and not await rounds.due(rt, SAMPLED_AT, interval):
+        return None
 
     try:
         async with transaction(rt.sessions) as session:
-            if not await _claim(session, interval=interval, force=force):
+            if not await rounds.claim(session, SAMPLED_AT, interval=interval, force=force):
                 return None
             running = {row.id: row for row in await session.execute(
                 select(Workspace.id, Workspace.project_id, Workspace.owner_id)
@@ -142,30 +140,6 @@ async def sample(rt: Runtime, *, force: bool = False) -> SampleReport | None:
     return SampleReport(at=at, running=len(running), sampled=len(rows), expired=expired or 0)
 
 
-async def _claim(session: AsyncSession, *, interval: timedelta, force: bool) -> bool:
-    """Record this round's start unless another round started less than ``interval`` ago.
-    The row is locked (PostgreSQL) or the database is (SQLite's write transaction)."""
-    now = utcnow()
-    row = await session.get(Meta, SAMPLED_AT, with_for_update=True)
-    last = _parse_time(row)
-    if not force and last is not None and now - last < interval:
-        return False
-    if row is None:
-        session.add(Meta(key=SAMPLED_AT, value=now.isoformat()))
-        await session.flush()
-    else:
-        row.value = now.isoformat()
-    return True
-
-
-def _parse_time(row: Meta | None) -> datetime | None:
-    if row is None:
-        return None
-    try:
-        value = datetime.fromisoformat(row.value)
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _latest_sample() -> ColumnElement[bool]:
