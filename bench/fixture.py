@@ -294,15 +294,12 @@ class BenchServer:
         return problems
 
     def workspaces(self, **params: str) -> list[dict[str, Any]]:
-        """``GET /api/v1/workspaces`` with ``params``, every page (a server before pagination
-        answered a plain list)."""
+        """``GET /api/v1/workspaces`` with ``params``, every page."""
         found: list[dict[str, Any]] = []
         cursor = None
         while True:
             body = self.expect(self.api.get("/workspaces", params={**params, **({"cursor": cursor} if cursor else {}),
                                                                    "limit": "500"}), 200)
-            if isinstance(body, list):
-                return body
             found += body["items"]
             cursor = body.get("next_cursor")
             if not cursor:

@@ -63,8 +63,7 @@ def inventory(stack: Stack) -> dict[str, list[str]]:
     def listed(path: str, key: str, **params: str) -> list[str]:
         response = stack.server.api.get(path, params=params)
         assert response.status_code == 200, response.text
-        body = response.json()
-        return sorted(str(item[key]) for item in (body["items"] if isinstance(body, dict) else body))
+        return sorted(str(item[key]) for item in response.json())
 
     return {
         "projects": listed("/projects", "name"),
