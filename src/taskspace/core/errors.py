@@ -59,6 +59,11 @@ class BackendError(TaskspaceError):
     code = "backend_error"
 
 
+class EngineUnreachable(BackendError):
+    """No connection to the container engine could be made: it is down or restarting. What
+    was asked is worth asking again once it answers; it says nothing about the workspace."""
+
+
 class GitError(TaskspaceError):
     """A git operation against a remote or a workspace failed."""
 

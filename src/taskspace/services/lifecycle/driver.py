@@ -7,7 +7,7 @@ import time
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from taskspace.core.errors import BackendError, StaleWrite, TaskspaceError
+from taskspace.core.errors import BackendError, EngineUnreachable, StaleWrite, TaskspaceError
 from taskspace.core.states import Desired, State
 from taskspace.db.models import utcnow
 from taskspace.services.lifecycle.prepare import (
@@ -149,7 +149,9 @@ async def drive(rt: Runtime, workspace_id: str) -> None:
             log.info("workspace %s: %s", workspace_id, exc.message)
             continue
         except BackendError as exc:
-            if await _engine_down(rt):
+            # A pooled connection can still reach an engine that is shutting down while a new
+            # one cannot: a refused connection means "not now" even if the probe answers.
+            if isinstance(exc, EngineUnreachable) or await _engine_down(rt):
                 log.warning("workspace %s: engine unreachable, will retry: %s", workspace_id, exc.message)
                 return
             await _fail(rt, workspace_id, exc)

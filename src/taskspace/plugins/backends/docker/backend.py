@@ -21,7 +21,7 @@ import docker.utils
 from docker.models.containers import Container
 from pydantic import Field
 
-from taskspace.core.errors import BackendError
+from taskspace.core.errors import BackendError, EngineUnreachable
 from taskspace.plugins.backends.base import (
     LABEL_INSTALLATION,
     LABEL_ROLE,
@@ -68,8 +68,8 @@ class DockerBackendConfig(BackendConfig):
                                                    "credentials for pulls and manifest checks")
 
 
-def _engine_unreachable(exc: Exception) -> BackendError:
-    return BackendError(f"The Docker engine could not be reached ({exc}).",
+def _engine_unreachable(exc: Exception) -> EngineUnreachable:
+    return EngineUnreachable(f"The Docker engine could not be reached ({exc}).",
                         hint="Check that dockerd is running and that TASKSPACE_DOCKER_HOST points at it.")
 
 
