@@ -28,11 +28,13 @@ from taskspace.core.environment import LifecycleCommand
 from taskspace.core.workspace_scripts import (
     MIRRORS_DIR,
     NO_GIT_EXIT,
+    NOT_WRITABLE_EXIT,
     ON_CREATE_DONE,
     POST_CREATE_DONE,
     SPARE_MARKER,
     STARTUP_LOG,
     CloneTarget,
+    chown_script,
     clone_script,
     parse_status,
     rescue_script,
@@ -198,7 +200,7 @@ def test_clone_makes_a_new_branch_from_the_base_commit(box):
     assert box.sh("git -C /workspace/api config user.email") == "dev@example.com"
     # The remote-tracking refs come from the mirror, named as on the real remote.
     assert box.sh(f"git -C /workspace/api rev-parse origin/{EXISTING}") == api.base_sha
-    assert box.sh("ls -A /workspace/.taskspace") == ""  # no temporary clone left behind
+    assert box.sh("ls -A /workspace/.taskspace") == "logs"  # no temporary clone left behind
     assert box.sh("test -e /workspace/api/.git/taskspace-cloned && echo marked") == "marked"
 
 
@@ -244,6 +246,19 @@ def test_a_half_finished_clone_is_cloned_again(box):
     assert result.out.strip() == "cloned api"
     assert box.run("test -e /workspace/api/leftover.txt").code == 1
     assert box.sh("git -C /workspace/api symbolic-ref --short HEAD") == BRANCH
+
+
+def test_clone_into_a_workspace_of_root_says_who_must_own_it_and_clones_once_it_does(box):
+    box.sh("chown root:root /workspace", user="root")  # a new volume, as the engine creates it
+
+    refused = clone(box, target(box.mirrors))
+
+    assert refused.code == NOT_WRITABLE_EXIT
+    assert refused.out.strip() == box.sh("echo $(id -u):$(id -g)")
+    assert box.sh("ls -A /workspace") == ""
+    assert box.run(chown_script(refused.out.strip()), user="root").code == 0
+    assert clone(box, target(box.mirrors)).out.strip() == "cloned api"
+    assert box.sh("stat -c %U /workspace /workspace/.taskspace/logs") == "dev\ndev"
 
 
 def test_clone_without_git_exits_with_the_no_git_code(box):
@@ -634,7 +649,7 @@ def test_rescue_is_repeatable(box):
 
     assert first["DIRTY"] == second["DIRTY"] == "1"
     assert first["BUNDLE"] == second["BUNDLE"] != "none"
-    assert box.sh("ls /workspace/.taskspace") == "rescue-api.bundle"
+    assert box.sh("ls /workspace/.taskspace") == "logs\nrescue-api.bundle"
 
 
 def test_rescue_bundles_a_local_commit_missing_on_the_remote(box, tmp_path):

@@ -24,6 +24,9 @@ CLONED_MARKER = ".git/taskspace-cloned"
 #: In a repository cloned for a workspace of the warm pool, until a launch claims it.
 SPARE_MARKER = ".git/taskspace-spare"
 NO_GIT_EXIT = 97
+#: The clone script's exit code when the workspace user cannot write to /workspace; it prints
+#: that user's ``uid:gid`` first, for :func:`chown_script`.
+NOT_WRITABLE_EXIT = 96
 #: Lines the startup runner writes on stderr to report each lifecycle step.
 STATUS_PREFIX = "TASKSPACE-STATUS "
 
@@ -40,15 +43,6 @@ class CloneTarget:
     branch: str
     base_sha: str
     branch_existed: bool
-
-
-def prepare_script() -> str:
-    """Make the state dir; exits 1 when /workspace is not writable by the user (the caller then
-    hands /workspace to the user as root and runs this again)."""
-    return f"mkdir -p {q(LOG_DIR)} 2>/dev/null && test -w {q(WORKSPACE)}"
-
-
-IDENTITY_SCRIPT = 'echo "$(id -u):$(id -g)"'
 
 
 def chown_script(owner: str) -> str:
@@ -81,7 +75,8 @@ def clone_script(targets: list[CloneTarget], *, user_name: str | None, user_emai
                  spare: bool = False) -> str:
     """Clone each repository from its mirror into /workspace/<name> on the ticket branch, all
     at once; print one line a repository (``cloned``, ``switched`` or ``kept``), in order, and
-    exit with the first failure's code.
+    exit with the first failure's code (:data:`NOT_WRITABLE_EXIT` before anything, when the
+    user cannot write to /workspace).
 
     A repository is cloned into a temporary directory and renamed into place once complete
     (with a marker), so a crash never leaves a half clone that looks finished. ``spare``: a
@@ -91,7 +86,8 @@ def clone_script(targets: list[CloneTarget], *, user_name: str | None, user_emai
     lines = [
         "set -u",
         f"command -v git >/dev/null 2>&1 || exit {NO_GIT_EXIT}",
-        f"mkdir -p {q(STATE_DIR)}",
+        (f"mkdir -p {q(LOG_DIR)} 2>/dev/null && test -w {q(WORKSPACE)} "
+         f"|| {{ echo \"$(id -u):$(id -g)\"; exit {NOT_WRITABLE_EXIT}; }}"),
         "pids=''",
     ]
     for index, t in enumerate(targets):

@@ -16,13 +16,12 @@ from taskspace.core.errors import BackendError, GitError, InvalidInput, Taskspac
 from taskspace.core.sizes import parse_size
 from taskspace.core.states import Step
 from taskspace.core.workspace_scripts import (
-    IDENTITY_SCRIPT,
     MIRRORS_DIR,
     NO_GIT_EXIT,
+    NOT_WRITABLE_EXIT,
     CloneTarget,
     chown_script,
     clone_script,
-    prepare_script,
 )
 from taskspace.db.engine import transaction
 from taskspace.db.models import Build, Project, WorkspaceRepo, utcnow
@@ -203,23 +202,8 @@ async def volume_step(rt: Runtime, snap: Snapshot, plan: Plan) -> None:
         step.values = {"backend_state": state}
 
 
-async def ensure_container(rt: Runtime, snap: Snapshot, plan: Plan, *, first: bool = True) -> dict[str, Any]:
-    """Start the workspace container; the first time, make sure its user can write to
-    /workspace (the volume keeps that for every later start)."""
-    state = await rt.backend.start_workspace(spec_for(rt, snap, plan), snap.ws.backend_state)
-    if not first:
-        return state
-    user = plans.exec_user(plan)
-    probe = await rt.backend.exec(snap.id, ["/bin/sh", "-c", prepare_script()], user=user)
-    if probe.exit_code != 0:
-        ident = await rt.backend.exec(snap.id, ["/bin/sh", "-c", IDENTITY_SCRIPT], user=user)
-        owner = ident.stdout.decode().strip()
-        fix = await rt.backend.exec(snap.id, ["/bin/sh", "-c", chown_script(owner)], user="0")
-        if ident.exit_code != 0 or fix.exit_code != 0:
-            raise BackendError(f"/workspace could not be made writable for the workspace user: "
-                               f"{(ident.output + fix.output).strip()[-500:]}",
-                               hint="Check the image's USER (or remoteUser) exists in the image.")
-    return state
+async def ensure_container(rt: Runtime, snap: Snapshot, plan: Plan) -> dict[str, Any]:
+    return await rt.backend.start_workspace(spec_for(rt, snap, plan), snap.ws.backend_state)
 
 
 async def container_step(rt: Runtime, snap: Snapshot, plan: Plan) -> None:
@@ -238,8 +222,19 @@ async def clone_step(rt: Runtime, snap: Snapshot, plan: Plan) -> None:
         owner = snap.owner
         script = clone_script(targets, user_name=owner.display_name or owner.username if owner else None,
                               user_email=owner.email if owner else None, spare=spare)
-        result = await rt.backend.exec(snap.id, ["/bin/sh", "-c", script], user=plans.exec_user(plan),
+        user = plans.exec_user(plan)
+        result = await rt.backend.exec(snap.id, ["/bin/sh", "-c", script], user=user,
                                        timeout=rt.settings.startup_timeout)
+        if result.exit_code == NOT_WRITABLE_EXIT:
+            # A new volume belongs to root: hand it to the workspace user once (the volume keeps it).
+            owner_ids = result.stdout.decode().strip()
+            fix = await rt.backend.exec(snap.id, ["/bin/sh", "-c", chown_script(owner_ids)], user="0")
+            if fix.exit_code != 0:
+                raise BackendError(f"/workspace could not be made writable for the workspace user: "
+                                   f"{(result.output + fix.output).strip()[-500:]}",
+                                   hint="Check the image's USER (or remoteUser) exists in the image.")
+            result = await rt.backend.exec(snap.id, ["/bin/sh", "-c", script], user=user,
+                                           timeout=rt.settings.startup_timeout)
         if result.exit_code == NO_GIT_EXIT:
             raise InvalidInput("The workspace image has no git, so the repositories cannot be cloned.",
                                hint="Install git in the image (e.g. RUN apt-get install -y git) and launch again.")

@@ -81,7 +81,7 @@ async def start_phase(rt: Runtime, snap: Snapshot, plan: Plan, *, resumed: bool,
     start. ``clone``: run the clone step too (a spare just claimed moves to the ticket branch)."""
     if resumed:
         async with StepTimer(rt, snap, Step.CONTAINER) as step:
-            step.values = {"backend_state": await ensure_container(rt, snap, plan, first=False)}
+            step.values = {"backend_state": await ensure_container(rt, snap, plan)}
     if clone:
         await clone_step(rt, snap, plan)
     await services_step(rt, snap, plan)
