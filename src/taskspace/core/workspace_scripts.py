@@ -29,6 +29,8 @@ NO_GIT_EXIT = 97
 NOT_WRITABLE_EXIT = 96
 #: Lines the startup runner writes on stderr to report each lifecycle step.
 STATUS_PREFIX = "TASKSPACE-STATUS "
+#: The line on stderr that ends the clone when the startup follows it in the same exec.
+CLONE_DONE_PREFIX = "TASKSPACE-CLONE-DONE "
 
 
 def q(value: str) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
@@ -219,7 +219,7 @@ class Backend(ABC):
         user: str | None = None,
         env: dict[str, str] | None = None,
         workdir: str | None = None,
-    ) -> AsyncIterator[ExecChunk | int]:
+    ) -> AsyncGenerator[ExecChunk | int, None]:
         """Run ``argv`` and yield output chunks as they come, then the exit code (an int)."""
 
     # Reconciliation --------------------------------------------------------------------------

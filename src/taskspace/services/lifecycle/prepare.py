@@ -25,7 +25,7 @@ from taskspace.core.workspace_scripts import (
 )
 from taskspace.db.engine import transaction
 from taskspace.db.models import Build, Project, WorkspaceRepo, utcnow
-from taskspace.plugins.backends.base import ImageSpec, WorkspaceSpec
+from taskspace.plugins.backends.base import ExecResult, ImageSpec, WorkspaceSpec
 from taskspace.services.lifecycle import plan as plans
 from taskspace.services.lifecycle.plan import ImagePlan, Plan
 from taskspace.services.lifecycle.preflight import DOCKERFILE_LIMIT, PreflightInput, RepoChoice, run_preflight
@@ -211,37 +211,55 @@ async def container_step(rt: Runtime, snap: Snapshot, plan: Plan) -> None:
         step.values = {"backend_state": await ensure_container(rt, snap, plan)}
 
 
-async def clone_step(rt: Runtime, snap: Snapshot, plan: Plan) -> None:
-    """Clone the repositories, or, in a spare just claimed, move them to the ticket branch."""
-    async with StepTimer(rt, snap, Step.CLONE) as step:
-        spare = snap.ws.is_spare
-        targets = [CloneTarget(name=r.name, mirror=f"{MIRRORS_DIR}/{r.name}.git", url=r.url,
-                               branch=(r.source_branch or "") if spare else snap.ws.branch,
-                               base_sha=r.base_sha or "", branch_existed=spare or bool(r.branch_existed))
-                   for r in snap.repos]
-        owner = snap.owner
-        script = clone_script(targets, user_name=owner.display_name or owner.username if owner else None,
-                              user_email=owner.email if owner else None, spare=spare)
-        user = plans.exec_user(plan)
+def clone_command(snap: Snapshot) -> str:
+    """The clone script for the workspace's repositories: cloned on the ticket branch, or, in a
+    spare just claimed, moved to it (a spare being built is cloned on the source branches)."""
+    spare = snap.ws.is_spare
+    targets = [CloneTarget(name=r.name, mirror=f"{MIRRORS_DIR}/{r.name}.git", url=r.url,
+                           branch=(r.source_branch or "") if spare else snap.ws.branch,
+                           base_sha=r.base_sha or "", branch_existed=spare or bool(r.branch_existed))
+               for r in snap.repos]
+    owner = snap.owner
+    return clone_script(targets, user_name=owner.display_name or owner.username if owner else None,
+                        user_email=owner.email if owner else None, spare=spare)
+
+
+async def own_workspace(rt: Runtime, snap: Snapshot, refused: ExecResult) -> None:
+    """A new volume belongs to root: hand /workspace to the user the clone ran as (its
+    ``uid:gid`` is what the refused clone printed); the volume keeps it."""
+    fix = await rt.backend.exec(snap.id, ["/bin/sh", "-c", chown_script(refused.stdout.decode().strip())], user="0")
+    if fix.exit_code != 0:
+        raise BackendError(f"/workspace could not be made writable for the workspace user: "
+                           f"{(refused.output + fix.output).strip()[-500:]}",
+                           hint="Check the image's USER (or remoteUser) exists in the image.")
+
+
+def record_clone(step: StepTimer, result: ExecResult) -> None:
+    """The clone's outcome: the step's data (``cloned``/``switched``/``kept`` repositories), or
+    the error that fails the workspace."""
+    if result.exit_code == NO_GIT_EXIT:
+        raise InvalidInput("The workspace image has no git, so the repositories cannot be cloned.",
+                           hint="Install git in the image (e.g. RUN apt-get install -y git) and launch again.")
+    if result.exit_code != 0:
+        raise GitError(f"Cloning into the workspace failed: {result.output.strip()[-800:]}",
+                       hint="Retry; if it fails again, check the workspace user can write to /workspace "
+                            "and that nothing in it conflicts with the branch.")
+    lines = result.stdout.decode().split("\n")
+    step.data = {verb: [line[len(verb) + 1:] for line in lines if line.startswith(verb + " ")]
+                 for verb in ("cloned", "switched", "kept")}
+
+
+async def run_clone(rt: Runtime, snap: Snapshot, plan: Plan, step: StepTimer) -> None:
+    script, user = clone_command(snap), plans.exec_user(plan)
+    result = await rt.backend.exec(snap.id, ["/bin/sh", "-c", script], user=user, timeout=rt.settings.startup_timeout)
+    if result.exit_code == NOT_WRITABLE_EXIT:
+        await own_workspace(rt, snap, result)
         result = await rt.backend.exec(snap.id, ["/bin/sh", "-c", script], user=user,
                                        timeout=rt.settings.startup_timeout)
-        if result.exit_code == NOT_WRITABLE_EXIT:
-            # A new volume belongs to root: hand it to the workspace user once (the volume keeps it).
-            owner_ids = result.stdout.decode().strip()
-            fix = await rt.backend.exec(snap.id, ["/bin/sh", "-c", chown_script(owner_ids)], user="0")
-            if fix.exit_code != 0:
-                raise BackendError(f"/workspace could not be made writable for the workspace user: "
-                                   f"{(result.output + fix.output).strip()[-500:]}",
-                                   hint="Check the image's USER (or remoteUser) exists in the image.")
-            result = await rt.backend.exec(snap.id, ["/bin/sh", "-c", script], user=user,
-                                           timeout=rt.settings.startup_timeout)
-        if result.exit_code == NO_GIT_EXIT:
-            raise InvalidInput("The workspace image has no git, so the repositories cannot be cloned.",
-                               hint="Install git in the image (e.g. RUN apt-get install -y git) and launch again.")
-        if result.exit_code != 0:
-            raise GitError(f"Cloning into the workspace failed: {result.output.strip()[-800:]}",
-                           hint="Retry; if it fails again, check the workspace user can write to /workspace "
-                                "and that nothing in it conflicts with the branch.")
-        lines = result.stdout.decode().split("\n")
-        step.data = {verb: [line[len(verb) + 1:] for line in lines if line.startswith(verb + " ")]
-                     for verb in ("cloned", "switched", "kept")}
+    record_clone(step, result)
+
+
+async def clone_step(rt: Runtime, snap: Snapshot, plan: Plan) -> None:
+    """Clone the repositories on the ticket branch (a spare being built: on its source branches)."""
+    async with StepTimer(rt, snap, Step.CLONE) as step:
+        await run_clone(rt, snap, plan, step)

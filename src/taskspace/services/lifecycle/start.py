@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 
 from taskspace.core.errors import BackendError
 from taskspace.core.states import Step
-from taskspace.core.workspace_scripts import parse_status, startup_script
-from taskspace.plugins.backends.base import ServiceRuntime
+from taskspace.core.workspace_scripts import (
+    CLONE_DONE_PREFIX,
+    NOT_WRITABLE_EXIT,
+    parse_status,
+    startup_script,
+)
+from taskspace.plugins.backends.base import ExecChunk, ExecResult, ServiceRuntime
 from taskspace.services.lifecycle import plan as plans
 from taskspace.services.lifecycle.plan import Plan
-from taskspace.services.lifecycle.prepare import clone_step, ensure_container, spec_for
+from taskspace.services.lifecycle.prepare import (
+    clone_command,
+    ensure_container,
+    own_workspace,
+    record_clone,
+    run_clone,
+    spec_for,
+)
 from taskspace.services.lifecycle.snapshot import Snapshot, StepTimer
 from taskspace.services.runtime import Runtime
 
@@ -42,47 +56,141 @@ async def services_step(rt: Runtime, snap: Snapshot, plan: Plan) -> None:
         step.data = {"services": [s.decl.name for s in plan.services]}
 
 
+def _startup_command(rt: Runtime, snap: Snapshot, plan: Plan) -> str:
+    env = plan.environment
+    return startup_script(primary=plan.primary, on_create=env.on_create, update_content=env.update_content,
+                          post_create=env.post_create, post_start=env.post_start,
+                          timeout_seconds=int(rt.settings.startup_timeout), prebuild=snap.ws.is_spare)
+
+
+def _record_startup(step: StepTimer, spare: bool, exit_code: int, stderr: bytes) -> None:
+    statuses = parse_status(stderr.decode(errors="replace"))
+    failed = [(name, code) for name, code in statuses if code not in {"0", "none"}]
+    if failed or exit_code != 0:
+        name, code = failed[0] if failed else ("startup", str(exit_code))
+        detail = f"{name} exited with code {code}" + (" (timed out)" if code == "124" else "")
+        step.status, step.reason = "failed", detail
+        step.values = {"startup_status": "failed", "startup_detail": detail + "; see the startup log."}
+    elif spare:
+        step.values = {"startup_status": None, "startup_detail": None}
+    elif statuses and statuses[-1] == ("startup.sh", "none") and len(statuses) == 1:
+        step.values = {"startup_status": "none", "startup_detail": "No .taskspace/startup.sh in the primary repository."}
+    else:
+        step.values = {"startup_status": "ok", "startup_detail": None}
+    step.data = {"steps": dict(statuses)}
+
+
+def _startup_unfinished(step: StepTimer, message: str) -> None:
+    step.status, step.reason = "failed", message
+    step.values = {"startup_status": "failed", "startup_detail": message}
+
+
 async def startup_step(rt: Runtime, snap: Snapshot, plan: Plan) -> None:
     """Run the lifecycle commands and ``.taskspace/startup.sh``. A failure is recorded and
     shown, but leaves the workspace usable: it still becomes ready. A spare runs only the
     commands meant for prebuilds (onCreateCommand, updateContentCommand); the rest runs once
     it is claimed."""
     async with StepTimer(rt, snap, Step.STARTUP) as step:
-        env, spare = plan.environment, snap.ws.is_spare
-        script = startup_script(primary=plan.primary, on_create=env.on_create, update_content=env.update_content,
-                                post_create=env.post_create, post_start=env.post_start,
-                                timeout_seconds=int(rt.settings.startup_timeout), prebuild=spare)
         try:
-            result = await rt.backend.exec(snap.id, ["/bin/sh", "-c", script], user=plans.exec_user(plan),
+            result = await rt.backend.exec(snap.id, ["/bin/sh", "-c", _startup_command(rt, snap, plan)],
+                                           user=plans.exec_user(plan),
                                            env=plans.command_env(plan, ticket=snap.key, branch=snap.ws.branch)
                                            or None, timeout=rt.settings.startup_timeout + 30)
         except BackendError as exc:
-            step.status, step.reason = "failed", exc.message
-            step.values = {"startup_status": "failed", "startup_detail": exc.message}
+            _startup_unfinished(step, exc.message)
             return
-        statuses = parse_status(result.stderr.decode(errors="replace"))
-        failed = [(name, code) for name, code in statuses if code not in {"0", "none"}]
-        if failed or result.exit_code != 0:
-            name, code = failed[0] if failed else ("startup", str(result.exit_code))
-            detail = f"{name} exited with code {code}" + (" (timed out)" if code == "124" else "")
-            step.status, step.reason = "failed", detail
-            step.values = {"startup_status": "failed", "startup_detail": detail + "; see the startup log."}
-        elif spare:
-            step.values = {"startup_status": None, "startup_detail": None}
-        elif statuses and statuses[-1] == ("startup.sh", "none") and len(statuses) == 1:
-            step.values = {"startup_status": "none", "startup_detail": "No .taskspace/startup.sh in the primary repository."}
-        else:
-            step.values = {"startup_status": "ok", "startup_detail": None}
-        step.data = {"steps": dict(statuses)}
+        _record_startup(step, snap.ws.is_spare, result.exit_code, result.stderr)
+
+
+#: Execs given up on (timed out), closed once they end.
+_LEFT_RUNNING: set[asyncio.Task[None]] = set()
+
+
+class _Stream:
+    """What an exec has written so far, read on demand."""
+
+    def __init__(self, chunks: AsyncGenerator[ExecChunk | int, None]):
+        self.chunks, self.stdout, self.stderr = chunks, bytearray(), bytearray()
+        self.exit_code: int | None = None
+
+    async def read_until(self, done: Callable[[], bool], timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            while self.exit_code is None and not done():
+                item = await anext(self.chunks)
+                if isinstance(item, int):
+                    self.exit_code = item
+                else:
+                    (self.stdout if item.stream == "stdout" else self.stderr).extend(item.data)
+
+    async def close(self) -> None:
+        await self.chunks.aclose()
+
+
+async def clone_then_startup(rt: Runtime, snap: Snapshot, plan: Plan) -> None:
+    """The clone step and the startup step in one exec (each exec costs the engine tens of
+    milliseconds): used when a spare just claimed moves to the ticket branch, or a first start
+    that was cut short completes its clone. Each step is still recorded as soon as it ends.
+
+    The clone's end is a line on stdout, after the clone's own lines: the two streams of an
+    exec arrive in no fixed order relative to each other, the lines of one stream do."""
+    marker = CLONE_DONE_PREFIX.encode()
+    script = (f"( {clone_command(snap)} )\ncode=$?\necho \"{CLONE_DONE_PREFIX}$code\"\n"
+              f'[ "$code" -eq 0 ] || exit "$code"\n{_startup_command(rt, snap, plan)}')
+    stream = _Stream(rt.backend.exec_stream(
+        snap.id, ["/bin/sh", "-c", script], user=plans.exec_user(plan),
+        env=plans.command_env(plan, ticket=snap.key, branch=snap.ws.branch) or None))
+    try:
+        async with StepTimer(rt, snap, Step.CLONE) as step:
+            try:
+                await stream.read_until(lambda: b"\n" in stream.stdout.partition(marker)[2],
+                                        rt.settings.startup_timeout)
+                before, found, after = stream.stdout.partition(marker)
+                code = int(after.partition(b"\n")[0]) if found else stream.exit_code
+                if code != 0:  # the exec ends here: all of the clone's errors
+                    await stream.read_until(lambda: False, 30)
+            except TimeoutError:
+                raise BackendError(f"The clone did not finish within {rt.settings.startup_timeout:.0f}s.",
+                                   hint="It keeps running in the workspace; look at it with a terminal.") from None
+            clone = ExecResult(exit_code=-1 if code is None else code, stdout=bytes(before),
+                               stderr=bytes(stream.stderr))
+            if clone.exit_code == NOT_WRITABLE_EXIT:  # a start cut short before the volume was handed over
+                await own_workspace(rt, snap, clone)
+                await run_clone(rt, snap, plan, step)
+            else:
+                record_clone(step, clone)
+        if clone.exit_code == NOT_WRITABLE_EXIT:
+            await startup_step(rt, snap, plan)
+            return
+        async with StepTimer(rt, snap, Step.STARTUP) as step:
+            limit = rt.settings.startup_timeout + 30
+            try:
+                await stream.read_until(lambda: False, limit)
+            except TimeoutError:
+                _startup_unfinished(step, f"The startup did not finish within {limit:.0f}s.")
+                return
+            except BackendError as exc:
+                _startup_unfinished(step, exc.message)
+                return
+            assert stream.exit_code is not None
+            _record_startup(step, snap.ws.is_spare, stream.exit_code, bytes(stream.stderr))
+    finally:
+        if stream.exit_code is not None:
+            await stream.close()
+        else:  # given up on: the exec is left to end on its own
+            closing = asyncio.create_task(stream.close())
+            _LEFT_RUNNING.add(closing)
+            closing.add_done_callback(_LEFT_RUNNING.discard)
 
 
 async def start_phase(rt: Runtime, snap: Snapshot, plan: Plan, *, resumed: bool, clone: bool = False) -> None:
     """Everything from a created workspace to a usable one; run on first launch and on every
-    start. ``clone``: run the clone step too (a spare just claimed moves to the ticket branch)."""
+    start. ``clone``: the repositories are not on the ticket branch yet (a spare just claimed,
+    or a first start cut short): the clone runs after the services, in the startup's exec."""
     if resumed:
         async with StepTimer(rt, snap, Step.CONTAINER) as step:
             step.values = {"backend_state": await ensure_container(rt, snap, plan)}
-    if clone:
-        await clone_step(rt, snap, plan)
     await services_step(rt, snap, plan)
-    await startup_step(rt, snap, plan)
+    if clone:
+        await clone_then_startup(rt, snap, plan)
+    else:
+        await startup_step(rt, snap, plan)

@@ -10,7 +10,7 @@ import json
 import tarfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -421,7 +421,7 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
 
     async def exec_stream(self, workspace_id: str, argv: list[str], *, user: str | None = None,
                           env: dict[str, str] | None = None,
-                          workdir: str | None = None) -> AsyncIterator[ExecChunk | int]:
+                          workdir: str | None = None) -> AsyncGenerator[ExecChunk | int, None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[ExecChunk | int | BaseException] = asyncio.Queue()
 
