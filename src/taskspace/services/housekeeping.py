@@ -116,8 +116,6 @@ async def run(rt: Runtime, *, force: bool = False) -> HousekeepingReport | None:
     return report
 
 
-
-
 # Disk space -------------------------------------------------------------------------------------
 
 

@@ -140,8 +140,6 @@ async def sample(rt: Runtime, *, force: bool = False) -> SampleReport | None:
     return SampleReport(at=at, running=len(running), sampled=len(rows), expired=expired or 0)
 
 
-
-
 def _latest_sample() -> ColumnElement[bool]:
     """Join condition: the newest MetricSample of ``Workspace`` (an index lookup per workspace)."""
     newer = aliased(MetricSample)

@@ -564,6 +564,16 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
                 for c in self._docker().api.containers(filters={**flt, "status": ["running"]})
                 if c["Labels"].get(LABEL_WORKSPACE) in wanted]
 
+    async def _each(self, call: Callable[[str], T], container_ids: list[str], *, at_once: int) -> list[T]:
+        """``call`` of each container, ``at_once`` in worker threads at a time, in order."""
+        slots = asyncio.Semaphore(at_once)
+
+        async def one(container_id: str) -> T:
+            async with slots:
+                return await self._run(call, container_id)
+
+        return await asyncio.gather(*(one(container_id) for container_id in container_ids))
+
     async def sample(self, workspace_ids: list[str]) -> dict[str, ResourceStats]:
         """One list call, one disk-usage call (volumes' sizes), then a one-shot stats call per
         running workspace container, many at a time. A container that stopped in between is
@@ -586,14 +596,8 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
         containers, sizes = await self._run(running)
         # The engine answers a one-shot stats call at its next sampling tick (up to a second
         # later) whatever the load: the calls wait together rather than in turn.
-        slots = asyncio.Semaphore(24)
-
-        async def one(container_id: str) -> dict[str, Any] | None:
-            async with slots:
-                return await self._run(stats, container_id)
-
+        sampled = await self._each(stats, [container_id for _, container_id in containers], at_once=24)
         found = {}
-        sampled = await asyncio.gather(*(one(container_id) for _, container_id in containers))
         for (workspace_id, _), figures in zip(containers, sampled, strict=True):
             if figures is None:
                 continue
@@ -625,13 +629,7 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
             return [str(p[column]) for p in listing.get("Processes") or [] if 0 <= column < len(p)]
 
         containers = await self._run(self._running_workspaces, wanted)
-        slots = asyncio.Semaphore(8)
-
-        async def one(container_id: str) -> list[str] | None:
-            async with slots:
-                return await self._run(top, container_id)
-
-        found = await asyncio.gather(*(one(container_id) for _, container_id in containers))
+        found = await self._each(top, [container_id for _, container_id in containers], at_once=8)
         return {workspace_id: commands for (workspace_id, _), commands in zip(containers, found, strict=True)
                 if commands is not None}
 
