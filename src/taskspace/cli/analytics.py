@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import sys
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.markup import escape
-from rich.measure import Measurement
-from rich.table import Table
 
 from taskspace.cli.client import Client
+from taskspace.cli.output import err, escape, table_of
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 #: The most workspaces the server reports at once (services.analytics.MAX_WORKSPACES).
 MAX_ROWS = 50_000
@@ -22,13 +21,16 @@ MAX_ROWS = 50_000
 def _print(table: Table) -> None:
     """At the table's natural width when the terminal is narrower: its lines then wrap in the
     terminal (or stay whole in a file) instead of losing the ends of dates and names."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
     console = Console()
     natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
     (Console(width=natural) if natural > console.width else console).print(table)
 
 
 def _warn(text: str) -> None:
-    Console(stderr=True).print(text)
+    err.print(text, markup=True)
 
 
 class GroupBy(StrEnum):
@@ -82,8 +84,10 @@ def analytics(
 
 
 def _print_workspaces(rows: list[dict[str, Any]]) -> None:
-    table = Table("ticket", "project", "owner", "state", "launched", "ready in", "first opened", "last active",
-                  "starts", "stops", "active h", "purged", box=box.SIMPLE_HEAD)
+    from rich.box import SIMPLE_HEAD
+
+    table = table_of("ticket", "project", "owner", "state", "launched", "ready in", "first opened", "last active",
+                     "starts", "stops", "active h", "purged", box=SIMPLE_HEAD)
     for w in rows:
         table.add_row(escape(w["ticket"]), escape(w["project"]), escape(w["owner"]), w["state"],
                       _when(w["requested_at"]), _seconds(w["time_to_ready_seconds"]), _when(w["first_opened_at"]),
@@ -95,9 +99,11 @@ def _print_workspaces(rows: list[dict[str, Any]]) -> None:
 
 
 def _print_summary(found: dict[str, Any]) -> None:
-    table = Table(found["group_by"], "workspaces", "launched", "ready in (median)",
-                  "ready in (mean)", "active h", "starts", "stops", "purged", box=box.SIMPLE_HEAD,
-                  title=f"Usage from {_when(found['since'])} to {_when(found['until'])} UTC")
+    from rich.box import SIMPLE_HEAD
+
+    table = table_of(found["group_by"], "workspaces", "launched", "ready in (median)",
+                     "ready in (mean)", "active h", "starts", "stops", "purged", box=SIMPLE_HEAD,
+                     title=f"Usage from {_when(found['since'])} to {_when(found['until'])} UTC")
     for i, g in enumerate([*found["groups"], found["total"]]):
         total = i == len(found["groups"])
         table.add_row("[bold]total[/]" if total else escape(g["name"]), str(g["workspaces"]), str(g["launched"]),

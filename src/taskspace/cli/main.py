@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import os
 import sys
 import time
@@ -15,15 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
-import click
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 from typer.core import TyperGroup
 
 from taskspace.cli.analytics import analytics
 from taskspace.cli.client import Client, CliError
+from taskspace.cli.output import err, escape, out, print_json, table_of
 from taskspace.core.errors import TaskspaceError
 
 if TYPE_CHECKING:
@@ -33,7 +29,7 @@ if TYPE_CHECKING:
 class _Commands(TyperGroup):
     """Turns errors from the server into a message, a hint and exit code 1 (no traceback)."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except CliError as exc:
@@ -60,11 +56,6 @@ api_token_app = typer.Typer(help="Your personal API tokens for the CLI and scrip
 admin_app.add_typer(user_app, name="user")
 app.add_typer(admin_app, name="admin")
 app.add_typer(api_token_app, name="api-token")
-
-# Server text (ticket titles, reasons, names) is printed as written: markup only where asked for.
-out = Console(markup=False)
-err = Console(stderr=True, markup=False)
-
 
 def _settings(**overrides: Any) -> Settings:
     """The server's settings (only commands that act on the server's side load them)."""
@@ -94,10 +85,6 @@ def _segment(value: str) -> str:
     return quote(value, safe="").replace(".", "%2E")
 
 
-def _print_json(data: Any) -> None:
-    out.print_json(json.dumps(data, default=str))
-
-
 def _age(iso: str | None) -> str:
     if not iso:
         return "-"
@@ -115,6 +102,8 @@ def up(host: Annotated[str | None, typer.Option(help="Address to listen on")] = 
        no_demo: Annotated[bool, typer.Option("--no-demo", help="Do not seed the demo project")] = False) -> None:
     """Start the server (API and reconciler) on the embedded default: SQLite in the data dir,
     the Docker backend, the built-in tracker, and a demo project on first start."""
+    import logging
+
     import uvicorn
 
     from taskspace.services.bootstrap import bootstrap
@@ -201,9 +190,9 @@ def user_add(username: str, role: Annotated[str, typer.Option(help="developer, r
 def user_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     found = _client().call("GET", "/users")
     if as_json:
-        _print_json(found)
+        print_json(found)
         return
-    table = Table("user", "role", "sign-in", "email", "last sign-in", "state")
+    table = table_of("user", "role", "sign-in", "email", "last sign-in", "state")
     for u in found:
         table.add_row(u["username"], u["role"], "single sign-on" if u["sso"] else "password", u["email"] or "-",
                       (u["last_login_at"] or "-")[:19], "disabled" if u["disabled"] else "active")
@@ -228,7 +217,7 @@ def api_token_create(name: str) -> None:
 
 @api_token_app.command("list")
 def api_token_list() -> None:
-    table = Table("id", "name", "created", "last used")
+    table = table_of("id", "name", "created", "last used")
     for t in _client().call("GET", "/me/api-tokens"):
         table.add_row(str(t["id"]), t["name"], t["created_at"][:19], (t["last_used_at"] or "-")[:19])
     out.print(table)
@@ -250,9 +239,9 @@ def policy_preview(project: Annotated[str | None, typer.Argument(help="Only this
     """What the next reconcile pass would do to each workspace, and why. Changes nothing."""
     rows = _client().call("GET", "/policy/preview", params={"project": project} if project else None)
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
-    table = Table("ticket", "owner", "state", "next", "when", "why")
+    table = table_of("ticket", "owner", "state", "next", "when", "why")
     for r in rows:
         table.add_row(r["key"], r["owner"], r["state"], r["action"], (r["at"] or "-")[:16].replace("T", " "),
                       r["reason"])
@@ -350,9 +339,9 @@ def project_sync(name: str) -> None:
 def project_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     projects = _client().call("GET", "/projects")
     if as_json:
-        _print_json(projects)
+        print_json(projects)
         return
-    table = Table("key", "name", "repositories", "purge on", "grace", "warm pool")
+    table = table_of("key", "name", "repositories", "purge on", "grace", "warm pool")
     for p in projects:
         purge = ", ".join(filter(None, [p["purge_on_category"] and f"category {p['purge_on_category']}",
                                         *p["purge_on_statuses"]]))
@@ -399,9 +388,9 @@ def token_add(
 def token_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     tokens = _client().call("GET", "/tokens")
     if as_json:
-        _print_json(tokens)
+        print_json(tokens)
         return
-    table = Table("name", "host", "username", "fingerprint", "created", "last used")
+    table = table_of("name", "host", "username", "fingerprint", "created", "last used")
     for t in tokens:
         table.add_row(t["name"], t["host"], t["username"], t["fingerprint"], t["created_at"][:19],
                       (t["last_used_at"] or "-")[:19])
@@ -434,9 +423,9 @@ def ticket_list(as_json: Annotated[bool, typer.Option("--json")] = False,
     tickets = _client().call("GET", "/tickets", params={"project": project, "mine": mine} if project else
                              {"mine": mine})
     if as_json:
-        _print_json(tickets)
+        print_json(tickets)
         return
-    table = Table("key", "title", "status", "assignee", "age", "in status")
+    table = table_of("key", "title", "status", "assignee", "age", "in status")
     for t in tickets:
         table.add_row(t["key"], t["title"], t["status"], t["assignee"] or "-", _age(t["created_at"]),
                       _age(t["status_changed_at"]))
@@ -490,8 +479,8 @@ def _follow(client: Client, ref: str, *, until: set[str], quiet: bool, after: in
             ws = page["workspace"]
             for event in page["events"]:
                 after = event["id"]
-                line = _describe(event)
-                if line and not quiet:
+                line = None if quiet else _describe(event)
+                if line:
                     err.print(line, markup=True)
             if ws["state"] in until or ws["state"] in {"failed", "purge_blocked", "purged"}:
                 return ws
@@ -510,7 +499,7 @@ def _finish(ws: dict[str, Any], as_json: bool, want: str, took: float | None = N
     """Say where the workspace got to; ``took``: how long the asked change took (default: its
     launch's time to ready)."""
     if as_json:
-        _print_json(_ws_summary(ws))
+        print_json(_ws_summary(ws))
     if ws["state"] != want:
         reason = ws.get("failure_reason") or f"the workspace is {ws['state']}"
         raise CliError(f"{ws['key']}: {reason}" if not as_json else reason)
@@ -557,7 +546,7 @@ def ws_launch(
         ws = _follow(client, ws["id"], until={"ready"}, quiet=as_json)
         _finish(ws, as_json, "ready")
     elif as_json:
-        _print_json(_ws_summary(ws))
+        print_json(_ws_summary(ws))
     else:
         out.print(f"{ws['key']}: {ws['state']} — follow with 'taskspace ws show {ws['key']}'")
 
@@ -567,9 +556,9 @@ def ws_list(as_json: Annotated[bool, typer.Option("--json")] = False,
             all_: Annotated[bool, typer.Option("--all", help="Include purged workspaces")] = False) -> None:
     found = _client().pages("/workspaces", params={"all": all_})
     if as_json:
-        _print_json(found)
+        print_json(found)
         return
-    table = Table("ticket", "state", "branch", "repositories", "ready in", "startup")
+    table = table_of("ticket", "state", "branch", "repositories", "ready in", "startup")
     for ws in found:
         ready = f"{ws['ready_seconds']:.1f}s" if ws["ready_seconds"] else "-"
         table.add_row(ws["key"], ws["state"], ws["branch"], ", ".join(r["name"] for r in ws["repos"]), ready,
@@ -581,7 +570,7 @@ def ws_list(as_json: Annotated[bool, typer.Option("--json")] = False,
 def ws_show(key: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     ws = _client().call("GET", f"/workspaces/{_segment(key)}")
     if as_json:
-        _print_json(ws)
+        print_json(ws)
         return
     out.print(f"[bold]{ws['key']}[/] {escape(ws['title'])}", markup=True)
     out.print(f"state     {ws['state']}" + (f" (step {ws['step']})" if ws["step"] else ""))
