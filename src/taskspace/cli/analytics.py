@@ -1,7 +1,6 @@
 """``taskspace analytics``: usage over a period, per workspace or added up per project or user."""
 
-from __future__ import annotations
-
+# Annotations built at definition, not kept as strings: see taskspace.cli.main.
 import sys
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
@@ -18,7 +17,7 @@ if TYPE_CHECKING:
 MAX_ROWS = 50_000
 
 
-def _print(table: Table) -> None:
+def _print(table: "Table") -> None:
     """At the table's natural width when the terminal is narrower: its lines then wrap in the
     terminal (or stay whole in a file) instead of losing the ends of dates and names."""
     from rich.console import Console
