@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -207,3 +208,28 @@ def test_an_existing_ticket_branch_is_checked_out_and_an_unchanged_image_is_not_
     image = next(e for e in events if e["step"] == "image")
     assert image["data"]["cached"] is True
     assert "Step 1/" in stack.api("GET", f"/workspaces/{key}/logs/build").text
+
+
+def test_a_first_launch_without_services_clones_and_starts_up_in_one_exec(
+        make_stack: Callable[..., Stack], base_image: str, docker_client: docker.DockerClient) -> None:
+    # Each engine exec costs tens of milliseconds: the image's user (USER dev) gets /workspace
+    # before the first clone, and the clone and the startup script share one exec.
+    files = {name: text for name, text in project_files(base_image, service_port=free_port()).items()
+             if name in {"README.md", "Dockerfile", ".taskspace/startup.sh"}}
+    stack = make_stack(files=files)
+    key = stack.ticket()
+    launched = int(time.time()) - 1
+
+    ws = stack.launch_ready(key)
+
+    assert ws["startup_status"] == "ok"
+    events = stack.api("GET", f"/workspaces/{key}/events").json()["events"]
+    flow = [(e["step"], e["status"]) if e["kind"] == "step" else e["to_state"] for e in events]
+    assert flow[flow.index(("clone", "ok")):] == [("clone", "ok"), "starting", ("startup", "ok"), "ready"]
+    assert sorted(next(e for e in events if e["step"] == "clone")["data"]["cloned"]) == sorted(
+        r["name"] for r in ws["repos"])
+    seen = docker_client.api.events(since=launched, until=time.time() + 1, decode=True,
+                                    filters={"type": "container", "container": f"ts-{ws['id']}"})
+    execs = [e["Action"] for e in seen if e["Action"].startswith("exec_start")]
+    assert len(execs) == 2, execs  # the handover as root, then the clone and the startup
+    assert stack.sh(key, "stat -c %U /workspace; wc -l < /workspace/.taskspace/startup-runs").split() == ["dev", "1"]

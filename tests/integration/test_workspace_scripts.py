@@ -36,6 +36,8 @@ from taskspace.core.workspace_scripts import (
     CloneTarget,
     chown_script,
     clone_script,
+    handover_script,
+    is_root,
     parse_status,
     rescue_script,
     startup_script,
@@ -259,6 +261,32 @@ def test_clone_into_a_workspace_of_root_says_who_must_own_it_and_clones_once_it_
     assert box.run(chown_script(refused.out.strip()), user="root").code == 0
     assert clone(box, target(box.mirrors)).out.strip() == "cloned api"
     assert box.sh("stat -c %U /workspace /workspace/.taskspace/logs") == "dev\ndev"
+
+
+@pytest.mark.parametrize("user", ["dev", "dev:dev", "1000:1000"])
+def test_a_new_workspace_handed_over_to_its_user_is_cloned_at_the_first_attempt(box, user):
+    box.sh("chown root:root /workspace", user="root")  # a new volume, as the engine creates it
+    uid_gid = box.sh("echo $(id -u):$(id -g)")
+    assert uid_gid == "1000:1000"  # the numeric form above names the same user
+
+    assert box.run(handover_script(user), user="root").code == 0
+
+    assert box.sh("stat -c %u:%g /workspace /workspace/.taskspace/logs") == f"{uid_gid}\n{uid_gid}"
+    assert clone(box, target(box.mirrors)).out.strip() == "cloned api"
+
+
+def test_a_user_the_image_does_not_know_is_left_to_the_clone(box):
+    box.sh("chown root:root /workspace", user="root")
+
+    assert box.run(handover_script("ghost"), user="root").code == 0
+
+    assert box.sh("stat -c %U /workspace") == "root"
+    assert clone(box, target(box.mirrors)).code == NOT_WRITABLE_EXIT
+
+
+def test_root_users_are_told_apart_from_others():
+    assert all(is_root(u) for u in ["root", "0", "root:staff", "0:0"])
+    assert not any(is_root(u) for u in ["dev", "1000", "rootless", "dev:root"])
 
 
 def test_clone_without_git_exits_with_the_no_git_code(box):

@@ -29,7 +29,7 @@ NO_GIT_EXIT = 97
 NOT_WRITABLE_EXIT = 96
 #: Lines the startup runner writes on stderr to report each lifecycle step.
 STATUS_PREFIX = "TASKSPACE-STATUS "
-#: The line on stderr that ends the clone when the startup follows it in the same exec.
+#: The line on stdout that ends the clone when the startup follows it in the same exec.
 CLONE_DONE_PREFIX = "TASKSPACE-CLONE-DONE "
 
 
@@ -47,10 +47,33 @@ class CloneTarget:
     branch_existed: bool
 
 
+def _chown(owner: str) -> str:
+    """Give /workspace and the state dir to ``owner``, a shell word (``uid:gid``)."""
+    return f"mkdir -p {q(LOG_DIR)}; chown {owner} {q(WORKSPACE)}; chown -R {owner} {q(STATE_DIR)}"
+
+
 def chown_script(owner: str) -> str:
     """Run as root: give /workspace and the state dir to ``owner`` (``uid:gid``)."""
-    return (f"set -e; mkdir -p {q(LOG_DIR)}; chown {q(owner)} {q(WORKSPACE)}; "
-            f"chown -R {q(owner)} {q(STATE_DIR)}")
+    return f"set -e; {_chown(q(owner))}"
+
+
+def is_root(user: str) -> bool:
+    """Whether a container user (``name``, ``uid``, ``name:group``…) is root."""
+    return user.partition(":")[0] in {"root", "0"}
+
+
+def handover_script(user: str) -> str:
+    """Run as root in a new workspace: give /workspace to ``user`` (as Docker's ``--user`` takes
+    it) before the first clone, resolved in the container's own user database. A user it does
+    not know is left alone: the clone then says which uid it runs as (:data:`NOT_WRITABLE_EXIT`)."""
+    name, _, group = user.partition(":")
+    return "\n".join([
+        "set -e",
+        f"u={q(name)}; g={q(group)}",
+        'uid=$(id -u "$u" 2>/dev/null) || case "$u" in \'\'|*[!0-9]*) exit 0 ;; *) uid=$u ;; esac',
+        '[ -n "$g" ] || g=$(id -g "$u" 2>/dev/null) || exit 0',
+        _chown('"$uid:$g"'),
+    ]) + "\n"
 
 
 def _checkout(t: CloneTarget) -> str:

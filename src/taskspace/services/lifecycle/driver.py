@@ -20,7 +20,7 @@ from taskspace.services.lifecycle.prepare import (
 )
 from taskspace.services.lifecycle.purge import delete_step, rescue_step, stop_step
 from taskspace.services.lifecycle.snapshot import Snapshot, load, transition
-from taskspace.services.lifecycle.start import start_phase
+from taskspace.services.lifecycle.start import clone_then_startup, start_phase
 from taskspace.services.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -57,15 +57,22 @@ def next_phase(state: State, desired: Desired, *, purge_retry_at: datetime | Non
 
 
 async def _prepare(rt: Runtime, snap: Snapshot) -> None:
+    started = time.monotonic()
     if snap.state == State.REQUESTED:
         await transition(rt, snap, State.PREPARING, reason="provisioning started")
     plan = await preflight(rt, snap)
     await image_step(rt, snap, plan)
     await volume_step(rt, snap, plan)
     await container_step(rt, snap, plan)
-    await clone_step(rt, snap, plan)
-    await transition(rt, snap, State.STARTING, reason="repositories ready")
-    await _start(rt, snap, resumed=False)
+    if plan.services:  # they start after the clone, before the startup script
+        await clone_step(rt, snap, plan)
+        await transition(rt, snap, State.STARTING, reason="repositories ready")
+        await _start(rt, snap, resumed=False)
+        return
+    # Nothing to start in between: the clone and the startup script share one exec.
+    await clone_then_startup(rt, snap, plan, cloned=lambda: transition(
+        rt, snap, State.STARTING, reason="repositories ready"))
+    await _ready(rt, snap, started)
 
 
 async def _start(rt: Runtime, snap: Snapshot, *, resumed: bool) -> None:
@@ -78,6 +85,12 @@ async def _start(rt: Runtime, snap: Snapshot, *, resumed: bool) -> None:
     # branch), or a start cut short (the clone step then keeps what is there).
     first = resumed and snap.ws.ready_at is None and not snap.ws.is_spare
     await start_phase(rt, snap, plan, resumed=resumed, clone=first)
+    await _ready(rt, snap, started)
+
+
+async def _ready(rt: Runtime, snap: Snapshot, started: float) -> None:
+    """The workspace is usable: ``ready``, with its time to ready on the first time (else the
+    time since ``started``, a monotonic clock reading)."""
     now = utcnow()
     values: dict[str, object] = {"last_started_at": now, "step": None}
     if snap.ws.ready_at is None:

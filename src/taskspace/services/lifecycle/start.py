@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 
 from taskspace.core.errors import BackendError
@@ -126,10 +126,13 @@ class _Stream:
         await self.chunks.aclose()
 
 
-async def clone_then_startup(rt: Runtime, snap: Snapshot, plan: Plan) -> None:
+async def clone_then_startup(rt: Runtime, snap: Snapshot, plan: Plan,
+                             cloned: Callable[[], Awaitable[None]] | None = None) -> None:
     """The clone step and the startup step in one exec (each exec costs the engine tens of
-    milliseconds): used when a spare just claimed moves to the ticket branch, or a first start
-    that was cut short completes its clone. Each step is still recorded as soon as it ends.
+    milliseconds): used by a first launch with no services to start in between, when a spare
+    just claimed moves to the ticket branch, and when a first start that was cut short completes
+    its clone. Each step is still recorded as soon as it ends; ``cloned`` runs between the two
+    (the workspace moves from preparing to starting there) while the exec goes on.
 
     The clone's end is a line on stdout, after the clone's own lines: the two streams of an
     exec arrive in no fixed order relative to each other, the lines of one stream do."""
@@ -158,6 +161,8 @@ async def clone_then_startup(rt: Runtime, snap: Snapshot, plan: Plan) -> None:
                 await run_clone(rt, snap, plan, step)
             else:
                 record_clone(step, clone)
+        if cloned is not None:
+            await cloned()
         if clone.exit_code == NOT_WRITABLE_EXIT:
             await startup_step(rt, snap, plan)
             return
