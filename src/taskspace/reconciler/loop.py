@@ -99,7 +99,9 @@ class Reconciler:
                 raise
             except Exception:
                 log.exception("reconcile pass failed; retrying")
-            if self.is_leader:
+            if self.is_leader and (due or not pending):
+                # Not when woken only to drive a launch or a request: the periodic jobs would
+                # compete with it for the event loop, and each runs when next due anyway.
                 self._start_periodic()
             try:
                 timeout = max(0.0, interval - (time.monotonic() - last_pass))
