@@ -396,6 +396,7 @@ QUERIES = [
     get("events after beyond 64 bits", "/workspaces/%TICKET%/events", "less than or equal to", 422, after=2**64),
     get("events wait too long", "/workspaces/%TICKET%/events", "less than or equal to 60", 422, wait=61),
     get("events wait NaN", "/workspaces/%TICKET%/events", "wait", 422, wait="nan"),
+    get("events until an unknown state", "/workspaces/%TICKET%/events", "'ready'", 422, until="nowhere"),
     get("workspaces all maybe", "/workspaces", "valid boolean", 422, all="maybe"),
     get("tickets project overlong", "/tickets", "at most 64 characters", 422, project="p" * 65),
     get("tickets project traversal", "/tickets", "No project named", 404, project="../%PROJECT%"),

@@ -210,7 +210,7 @@ def test_an_existing_ticket_branch_is_checked_out_and_an_unchanged_image_is_not_
     assert "Step 1/" in stack.api("GET", f"/workspaces/{key}/logs/build").text
 
 
-def test_a_first_launch_without_services_clones_and_starts_up_in_one_exec(
+def test_a_first_launch_without_services_clones_and_starts_up_in_one_exec_and_is_waited_for_at_once(
         make_stack: Callable[..., Stack], base_image: str, docker_client: docker.DockerClient) -> None:
     # Each engine exec costs tens of milliseconds: the image's user (USER dev) gets /workspace
     # before the first clone, and the clone and the startup script share one exec.
@@ -220,10 +220,13 @@ def test_a_first_launch_without_services_clones_and_starts_up_in_one_exec(
     key = stack.ticket()
     launched = int(time.time()) - 1
 
-    ws = stack.launch_ready(key)
+    stack.launch(key)
+    # One long poll waits for the end, whatever steps happen on the way.
+    page = stack.api("GET", f"/workspaces/{key}/events",
+                     params={"wait": 60, "until": ["ready", "failed"]}, timeout=90).json()
 
-    assert ws["startup_status"] == "ok"
-    events = stack.api("GET", f"/workspaces/{key}/events").json()["events"]
+    ws, events = page["workspace"], page["events"]
+    assert ws["state"] == "ready" and ws["startup_status"] == "ok", ws
     flow = [(e["step"], e["status"]) if e["kind"] == "step" else e["to_state"] for e in events]
     assert flow[flow.index(("clone", "ok")):] == [("clone", "ok"), "starting", ("startup", "ok"), "ready"]
     assert sorted(next(e for e in events if e["step"] == "clone")["data"]["cloned"]) == sorted(

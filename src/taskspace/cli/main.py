@@ -473,16 +473,19 @@ def _follow(client: Client, ref: str, *, until: set[str], quiet: bool, after: in
     (or fails)."""
     deadline = time.monotonic() + timeout
     ws: dict[str, Any] = {}
+    settled = sorted(until | {"failed", "purge_blocked", "purged"})
     with err.status("working...", spinner="dots") if not quiet and err.is_terminal else _Null():
         while time.monotonic() < deadline:
-            page = client.call("GET", f"/workspaces/{ref}/events", params={"after": after, "wait": 20}, timeout=60)
+            # Quiet, nothing is shown on the way: one request waits for the end.
+            params = {"after": after, "wait": 20, **({"until": settled} if quiet else {})}
+            page = client.call("GET", f"/workspaces/{ref}/events", params=params, timeout=60)
             ws = page["workspace"]
             for event in page["events"]:
                 after = event["id"]
                 line = None if quiet else _describe(event)
                 if line:
                     err.print(line, markup=True)
-            if ws["state"] in until or ws["state"] in {"failed", "purge_blocked", "purged"}:
+            if ws["state"] in settled:
                 return ws
     raise CliError(f"Gave up waiting after {timeout:.0f}s; the workspace is {ws.get('state')}.")
 

@@ -319,13 +319,19 @@ async def events(*, session: AsyncSession, workspace_id: str, after: int = 0) ->
         select(Event).where(Event.workspace_id == workspace_id, Event.id > after).order_by(Event.id)))
 
 
-async def wait_for_events(rt: Runtime, *, workspace_id: str, after: int, timeout: float) -> list[Event]:
-    """New events after ``after``, waiting up to ``timeout`` seconds for the first one."""
+async def wait_for_events(rt: Runtime, *, workspace_id: str, after: int, timeout: float,
+                          until: set[State] | None = None) -> list[Event]:
+    """New events after ``after``, waiting up to ``timeout`` seconds for the first one; with
+    ``until``, for the workspace to be in one of those states (the events are then all that
+    came meanwhile: a script that waits for ``ready`` asks once, not once per step)."""
     loop_deadline = timeout
+    wanted = {s.value for s in until or ()}
     while True:
         async with rt.readers() as session:
             found = await events(session=session, workspace_id=workspace_id, after=after)
-        if found or loop_deadline <= 0:
+            settled = bool(wanted) and await session.scalar(
+                select(Workspace.state).where(Workspace.id == workspace_id)) in wanted
+        if (settled if wanted else found) or loop_deadline <= 0:
             return found
         step = min(0.5, loop_deadline)  # also catches events written by other processes
         await rt.bus.wait(step)

@@ -10,7 +10,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from taskspace.core.errors import TaskspaceError
 from taskspace.core.roles import Access
-from taskspace.core.states import Desired
+from taskspace.core.states import Desired, State
 from taskspace.services import workspaces
 from taskspace.web.api.deps import ReaderDep, RuntimeDep, UserDep
 from taskspace.web.api.schemas import (
@@ -94,11 +94,15 @@ async def purge(ref: str, rt: RuntimeDep, user: UserDep, body: PurgeIn | None = 
 
 @router.get("/{ref}/events", response_model=EventsOut)
 async def events(ref: str, rt: RuntimeDep, user: UserDep, after: int = Query(0, ge=0, le=2**63 - 1),
-                 wait: float = Query(0, ge=0, le=60, description="Seconds to wait for a new event")) -> EventsOut:
-    """Events after ``after``; with ``wait``, returns as soon as there is one (long polling)."""
+                 wait: float = Query(0, ge=0, le=60, description="Seconds to wait for a new event"),
+                 until: list[State] | None = Query(None, description="With wait: wait instead until the "
+                                                   "workspace is in one of these states (repeat)")) -> EventsOut:
+    """Events after ``after``; with ``wait``, returns as soon as there is one (long polling), or,
+    with ``until``, as soon as the workspace is in one of those states."""
     async with rt.readers() as session:
         ws = await workspaces.find(session=session, user=user, ref=ref)
-    found = await workspaces.wait_for_events(rt, workspace_id=ws.id, after=after, timeout=wait)
+    found = await workspaces.wait_for_events(rt, workspace_id=ws.id, after=after, timeout=wait,
+                                             until=set(until) if until else None)
     async with rt.readers() as session:
         ws = await workspaces.find(session=session, user=user, ref=ws.id)
     return EventsOut(workspace=WorkspaceOut.of(ws, rt.settings.base_url), events=[EventOut.of(e) for e in found])
