@@ -12,6 +12,9 @@ import asyncio
 class Bus:
     def __init__(self) -> None:
         self._changed = asyncio.Condition()
+        #: How many times events were published: read it before looking at the events, and
+        #: pass it to :meth:`wait`, so that what is published meanwhile is not missed.
+        self.generation = 0
         self.reconcile_requested = asyncio.Event()
         self.notify_requested = asyncio.Event()
         self.pending: set[str] = set()
@@ -36,12 +39,14 @@ class Bus:
     async def published(self) -> None:
         """Tell waiters that workspace events were written."""
         async with self._changed:
+            self.generation += 1
             self._changed.notify_all()
 
-    async def wait(self, timeout: float) -> None:
-        """Return when events are published or ``timeout`` passes, whichever comes first."""
+    async def wait(self, timeout: float, *, since: int) -> None:
+        """Return when events were published after :attr:`generation` was ``since``, or when
+        ``timeout`` passes, whichever comes first."""
         async with self._changed:
             try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
+                await asyncio.wait_for(self._changed.wait_for(lambda: self.generation != since), timeout)
             except TimeoutError:
                 pass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -324,18 +325,20 @@ async def wait_for_events(rt: Runtime, *, workspace_id: str, after: int, timeout
     """New events after ``after``, waiting up to ``timeout`` seconds for the first one; with
     ``until``, for the workspace to be in one of those states (the events are then all that
     came meanwhile: a script that waits for ``ready`` asks once, not once per step)."""
-    loop_deadline = timeout
+    deadline = time.monotonic() + timeout
     wanted = {s.value for s in until or ()}
     while True:
+        seen = rt.bus.generation
         async with rt.readers() as session:
             found = await events(session=session, workspace_id=workspace_id, after=after)
             settled = bool(wanted) and await session.scalar(
                 select(Workspace.state).where(Workspace.id == workspace_id)) in wanted
-        if (settled if wanted else found) or loop_deadline <= 0:
+        left = deadline - time.monotonic()
+        if (settled if wanted else found) or left <= 0:
             return found
-        step = min(0.5, loop_deadline)  # also catches events written by other processes
-        await rt.bus.wait(step)
-        loop_deadline -= step
+        # Woken by any workspace's events; also looks again every half second for events
+        # written by other processes.
+        await rt.bus.wait(min(0.5, left), since=seen)
 
 
 async def startup_log(rt: Runtime, ws: Workspace) -> str:
