@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache, lru_cache
+from operator import itemgetter
 from typing import Any
 from urllib.parse import urlencode
 
@@ -50,6 +51,8 @@ _CATEGORY_ORDER = {StatusCategory.TODO.value: 0, StatusCategory.IN_PROGRESS.valu
 _CARD_COLUMNS = (Ticket.id, Ticket.project_id, Ticket.key, Ticket.title, Ticket.status, Ticket.status_category,
                  Ticket.assignee, Ticket.url, Ticket.reference, Ticket.created_at, Ticket.updated_at,
                  Ticket.status_changed_at)
+#: A card row (``_CARD_COLUMNS``, then its workspace's state and purge time) by (updated_at, id).
+_newest_first = itemgetter(10, 0)
 
 
 @dataclass(slots=True)
@@ -228,14 +231,16 @@ async def board(*, session: AsyncSession, user: User, project: str | None = None
         done = tuple(c == StatusCategory.DONE.value for _, c in columns)
         rows = list((await session.execute(cards_statement(done=done, **shape), params)).all())
     by_id = {p.id: p for p in projects}
-    for row in sorted(rows, key=lambda r: (r.updated_at, r.id), reverse=True):
-        info = by_id.get(row.project_id)
-        columns[(row.status, row.status_category)].cards.append(Card(
-            key=row.key, title=row.title, status=row.status, project=info.name if info else "?",
-            project_stale=bool(info and info.tracker_stale_since), assignee=row.assignee, url=row.url,
-            reference=row.reference, created_at=row.created_at, age_days=_days(row.created_at, now),
-            status_days=_days(row.status_changed_at, now),
-            workspace=CardWorkspace(row.workspace_state, row.workspace_purge_due_at) if row.workspace_state else None))
+    # Rows are read by position: reading a Row's column by name costs more than the card built from it.
+    for (_, project_id, key, title, row_status, category, assignee, url, reference, created_at, _,
+         status_changed_at, workspace_state, purge_due_at) in sorted(rows, key=_newest_first, reverse=True):
+        info = by_id.get(project_id)
+        columns[(row_status, category)].cards.append(Card(
+            key=key, title=title, status=row_status, project=info.name if info else "?",
+            project_stale=bool(info and info.tracker_stale_since), assignee=assignee, url=url,
+            reference=reference, created_at=created_at, age_days=_days(created_at, now),
+            status_days=_days(status_changed_at, now),
+            workspace=CardWorkspace(workspace_state, purge_due_at) if workspace_state else None))
     ordered = sorted(columns.values(), key=lambda c: (_CATEGORY_ORDER.get(c.category, 9), c.status))
     stale = [StaleTracker(p.name, p.tracker_stale_since, p.tracker_error) for p in projects
              if p.tracker_stale_since is not None and (project_id is None or p.id == project_id)]
