@@ -27,11 +27,15 @@ SESSION_COOKIE = "taskspace_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_runtime(request: Request) -> Runtime:
+# Coroutines, though they wait for nothing: FastAPI runs a plain function dependency in a worker
+# thread, a round trip through the thread pool on every request for an attribute read.
+
+
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.rt
 
 
-def get_reconciler(request: Request) -> Reconciler:
+async def get_reconciler(request: Request) -> Reconciler:
     return request.app.state.reconciler
 
 
