@@ -55,14 +55,17 @@ _CARD_COLUMNS = (Ticket.id, Ticket.project_id, Ticket.key, Ticket.title, Ticket.
 _newest_first = itemgetter(10, 0)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class CardWorkspace:
     state: str
     purge_due_at: datetime | None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class Card:
+    """Everything a card shows, computed: the page keeps a card's HTML for as long as the card
+    is equal (see ``web.ui.templating.board_card``), so the template must show nothing else."""
+
     key: str
     title: str
     status: str
