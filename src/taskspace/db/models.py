@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    literal_column,
     text,
 )
 from sqlalchemy.dialects import sqlite
@@ -251,6 +252,9 @@ class Ticket(Base):
     project: Mapped[Project] = relationship(lazy="joined")
 
 
+_NOT_PURGED = "state != 'purged'"
+
+
 class Workspace(Base):
     """One workspace per (ticket, owner) among those not purged; purged rows stay as history.
 
@@ -264,8 +268,8 @@ class Workspace(Base):
             "ticket_id",
             "owner_id",
             unique=True,
-            sqlite_where=text("state != 'purged'"),
-            postgresql_where=text("state != 'purged'"),
+            sqlite_where=text(_NOT_PURGED),
+            postgresql_where=text(_NOT_PURGED),
         ),
         # Listings, newest first, a page at a time: someone's, and everyone's.
         Index("ix_workspaces_owner_id_created_at", "owner_id", "created_at", "id"),
@@ -312,6 +316,13 @@ class Workspace(Base):
     @property
     def is_spare(self) -> bool:
         return self.ticket_id is None
+
+
+#: Workspaces not purged, with the state written in the SQL as the partial unique index has it: the
+#: planner sees when it prepares the statement that the index applies. With the state bound as a
+#: parameter SQLite prepared the statement again at every execution (whether the index applies
+#: depends on the value bound), and a generic plan of PostgreSQL leaves the index out.
+NOT_PURGED = Workspace.state != literal_column("'purged'")
 
 
 class WorkspaceRepo(Base):

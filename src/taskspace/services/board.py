@@ -39,9 +39,8 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from taskspace.core.states import State
 from taskspace.core.tickets import StatusCategory
-from taskspace.db.models import Project, Ticket, User, Workspace, utcnow
+from taskspace.db.models import NOT_PURGED, Project, Ticket, User, Workspace, utcnow
 
 #: Done tickets stay on the board this long after they were last changed.
 DONE_VISIBLE = timedelta(days=14)
@@ -195,7 +194,7 @@ def _column(index: int, *, done: bool, project: bool, text: bool) -> Select[tupl
     per card whatever the planner's statistics say (a freshly filled PostgreSQL table has none)."""
     def workspace(column: InstrumentedAttribute[Any]) -> ScalarSelect[Any]:
         return (select(column).where(Workspace.ticket_id == Ticket.id, Workspace.owner_id == bindparam("owner_id"),
-                                     Workspace.state != State.PURGED.value)
+                                     NOT_PURGED)
                 .limit(1).scalar_subquery())
 
     stmt = (select(*_CARD_COLUMNS, workspace(Workspace.state).label("workspace_state"),

@@ -28,7 +28,17 @@ from taskspace.core.states import PREPARE_STEPS, Desired, State, Step
 from taskspace.core.tickets import StatusCategory
 from taskspace.core.workspace_scripts import STARTUP_LOG
 from taskspace.db.engine import transaction
-from taskspace.db.models import Event, Project, Repo, Ticket, User, Workspace, WorkspaceRepo, utcnow
+from taskspace.db.models import (
+    NOT_PURGED,
+    Event,
+    Project,
+    Repo,
+    Ticket,
+    User,
+    Workspace,
+    WorkspaceRepo,
+    utcnow,
+)
 from taskspace.plugins.backends.base import ExecChunk, SupportsFileRead, SupportsIdeAttach
 from taskspace.services import activity, git_tokens, pool
 from taskspace.services.lifecycle.plan import ticket_env
@@ -65,7 +75,7 @@ def _branches(request: LaunchRequest, names: set[str]) -> None:
 
 async def active_for(session: AsyncSession, ticket_id: int, owner_id: int) -> Workspace | None:
     return await session.scalar(select(Workspace).where(
-        Workspace.ticket_id == ticket_id, Workspace.owner_id == owner_id, Workspace.state != State.PURGED.value))
+        Workspace.ticket_id == ticket_id, Workspace.owner_id == owner_id, NOT_PURGED))
 
 
 async def launch(rt: Runtime, *, user: User, request: LaunchRequest) -> tuple[Workspace, bool]:
@@ -251,7 +261,7 @@ async def list_page(*, session: AsyncSession, user: User, include_purged: bool =
     else:
         conditions.append(Workspace.owner_id == user.id)
     if not include_purged:
-        conditions.append(Workspace.state != State.PURGED.value)
+        conditions.append(NOT_PURGED)
     total = await session.scalar(select(func.count()).select_from(Workspace).where(*conditions)) or 0
     stmt = select(Workspace).where(*conditions)
     if cursor:
