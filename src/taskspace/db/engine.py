@@ -28,7 +28,7 @@ def create_engine(url: str) -> AsyncEngine:
         if not path.exists():
             # The database holds encrypted tokens and token hashes: private from the start.
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+    engine = create_async_engine(url, connect_args={"timeout": 30}, pool_reset_on_return=None)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -39,6 +39,14 @@ def create_engine(url: str) -> AsyncEngine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+
+    @event.listens_for(engine.sync_engine, "reset")
+    def _on_reset(dbapi_conn: Any, record: Any, state: Any) -> None:
+        # In place of the pool's rollback of every connection it gets back: only of one still in
+        # a transaction. A session has ended its own by then, and each call on an aiosqlite
+        # connection is a round trip through the connection's thread (three context switches).
+        if state.asyncio_safe and record.driver_connection.in_transaction:
+            dbapi_conn.rollback()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
