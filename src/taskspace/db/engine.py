@@ -51,8 +51,10 @@ def create_engine(url: str) -> AsyncEngine:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         # Readers take no write lock, so they never wait for (or hold up) a writer.
-        readonly = conn.get_execution_options().get(READONLY)
-        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        statement = "BEGIN" if conn.get_execution_options().get(READONLY) else "BEGIN IMMEDIATE"
+        # On the driver's connection: one round trip through its thread, where a statement of
+        # SQLAlchemy's takes three (open a cursor, execute, close it).
+        conn.connection.dbapi_connection.run_async(lambda driver: driver.execute(statement))
 
     return engine
 
