@@ -13,9 +13,10 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, tuple_, update
+from sqlalchemy import ColumnElement, Integer, Select, bindparam, func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer, joinedload, load_only, raiseload
@@ -253,30 +254,44 @@ async def list_page(*, session: AsyncSession, user: User, include_purged: bool =
     name and the repositories; not the plan, the backend's state or the ticket's text."""
     if not 1 <= limit <= PAGE_MAX:
         raise InvalidInput(f"A page has 1 to {PAGE_MAX} workspaces.", field="limit")
+    if everyone and not may(user.role, Access.READ, owner=False):
+        raise Forbidden("Only reviewers and admins may list everyone's workspaces.",
+                        hint="Leave out the everyone option to list yours.")
+    params: dict[str, Any] = {"owner_id": user.id, "limit": limit + 1}
+    if cursor:
+        params["after_created_at"], params["after_id"] = _after(cursor)
+    count, page = _listing_statements(everyone=everyone, include_purged=include_purged, after=bool(cursor))
+    total = await session.scalar(count, params) or 0
+    found = list(await session.scalars(page, params))
+    more = len(found) > limit
+    items = found[:limit]
+    return WorkspacePage(items=items, total=total, next_cursor=_cursor(items[-1]) if more else None)
+
+
+@cache
+def _listing_statements(*, everyone: bool, include_purged: bool,
+                        after: bool) -> tuple[Select[tuple[int]], Select[tuple[Workspace]]]:
+    """The count and the page of a listing of this shape, built once (with bound parameters):
+    building the page's statement, with its loader options, and computing its cache key cost
+    more than running it."""
     conditions: list[ColumnElement[bool]] = [Workspace.ticket_id.is_not(None)]
-    if everyone:
-        if not may(user.role, Access.READ, owner=False):
-            raise Forbidden("Only reviewers and admins may list everyone's workspaces.",
-                            hint="Leave out the everyone option to list yours.")
-    else:
-        conditions.append(Workspace.owner_id == user.id)
+    if not everyone:
+        conditions.append(Workspace.owner_id == bindparam("owner_id"))
     if not include_purged:
         conditions.append(NOT_PURGED)
-    total = await session.scalar(select(func.count()).select_from(Workspace).where(*conditions)) or 0
-    stmt = select(Workspace).where(*conditions)
-    if cursor:
-        stmt = stmt.where(tuple_(Workspace.created_at, Workspace.id) < tuple_(*_after(cursor)))
-    stmt = (stmt.order_by(Workspace.created_at.desc(), Workspace.id.desc()).limit(limit + 1)
+    count = select(func.count()).select_from(Workspace).where(*conditions)
+    page = select(Workspace).where(*conditions)
+    if after:
+        page = page.where(tuple_(Workspace.created_at, Workspace.id) < tuple_(
+            bindparam("after_created_at", type_=Workspace.created_at.type), bindparam("after_id")))
+    page = (page.order_by(Workspace.created_at.desc(), Workspace.id.desc()).limit(bindparam("limit", type_=Integer))
             .options(defer(Workspace.plan), defer(Workspace.backend_state),
                      joinedload(Workspace.ticket, innerjoin=True).options(
                          load_only(Ticket.key, Ticket.title, Ticket.project_id),
                          joinedload(Ticket.project, innerjoin=True).options(load_only(Project.name),
                                                                             raiseload(Project.repos))),
                      joinedload(Workspace.owner).load_only(User.username)))
-    found = list(await session.scalars(stmt))
-    more = len(found) > limit
-    items = found[:limit]
-    return WorkspacePage(items=items, total=total, next_cursor=_cursor(items[-1]) if more else None)
+    return count, page
 
 
 def _retry_values(ws: Workspace) -> tuple[State, dict[str, Any]]:
