@@ -3,11 +3,11 @@ of the user's workspace for it.
 
 It stays fast with thousands of tickets: a column shows its ``COLUMN_CARDS`` most recently
 updated tickets and says how many more it has; the column on its own (``status``) pages through
-all of them, ``PAGE_CARDS`` at a time. Four short queries whatever the number of tickets: the
-user's projects (a probe of ``(assignee, project_id)`` per project), the count of each column
-(a range of ``(assignee, status, status_category, updated_at)`` each), the cards of every
-column in one statement (a range of that index per column), and the user's workspaces of
-those cards (by ticket). Only the columns a card shows are read.
+all of them, ``PAGE_CARDS`` at a time. Three short statements whatever the number of tickets:
+the user's projects (a probe of ``(assignee, project_id)`` per project), the count of each
+column (a range of ``(assignee, status, status_category, updated_at)`` each), and the cards of
+every column (a range of that index per column), each with the state of the user's workspace
+for it (by ticket). Only the columns a card shows are read.
 """
 
 from __future__ import annotations
