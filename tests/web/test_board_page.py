@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx
@@ -15,28 +14,8 @@ from sqlalchemy import event, update
 
 from taskspace.db.engine import transaction
 from taskspace.db.models import Project, Ticket, User, Workspace, utcnow
-from taskspace.services import users
 from taskspace.services.runtime import Runtime
-from taskspace.web.api.deps import SESSION_COOKIE
-from taskspace.web.app import create_app
 from taskspace.web.ui import templating
-
-
-@pytest.fixture
-async def admin(rt: Runtime) -> User:
-    async with transaction(rt.sessions) as session:
-        return (await users.ensure_admin(session=session))[0]
-
-
-@pytest.fixture
-async def browser(rt: Runtime, admin: User) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(rt.settings, runtime=rt, run_reconciler=False)
-    async with transaction(rt.sessions) as session:
-        cookie, _ = await users.start_session(session=session, user=admin, lifetime=timedelta(hours=1), source=None)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://taskspace.test",
-            cookies={SESSION_COOKIE: cookie}) as client:
-        yield client
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from typing import Any
 from sqlalchemy import ColumnElement, Integer, Select, bindparam, func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import defer, joinedload, load_only, raiseload
 
 from taskspace.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from taskspace.core.naming import TICKET_KEY_RE, ticket_branch, validate_branch_name, validate_ticket_key
@@ -215,17 +214,83 @@ PAGE_DEFAULT = 100
 PAGE_MAX = 500
 
 
+@dataclass(frozen=True, slots=True)
+class RepoSummary:
+    name: str
+    url: str
+    is_primary: bool
+    source_branch: str | None
+    target_branch: str | None
+    base_sha: str | None
+    branch_existed: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceSummary:
+    """A workspace as the API shows it, and no more: not the plan, the backend's state or the
+    ticket's text. A listing reads these straight from its rows (fields in the order of
+    ``_SUMMARY_COLUMNS``), without the objects of the ORM; ``summary`` makes one of a workspace."""
+
+    id: str
+    key: str
+    title: str
+    project: str
+    owner: str
+    state: str
+    desired: str
+    step: str | None
+    failure_step: str | None
+    failure_reason: str | None
+    branch: str
+    image: str | None
+    environment: dict[str, Any] | None
+    startup_status: str | None
+    startup_detail: str | None
+    created_at: datetime
+    ready_at: datetime | None
+    ready_seconds: float | None
+    last_started_at: datetime | None
+    purge_due_at: datetime | None
+    purged_at: datetime | None
+    rescue: list[Any] | None
+    repos: list[RepoSummary]
+
+
+_SUMMARY_COLUMNS = (Workspace.id, Ticket.key, Ticket.title, Project.name, User.username, Workspace.state,
+                    Workspace.desired, Workspace.step, Workspace.failure_step, Workspace.failure_reason,
+                    Workspace.branch, Workspace.image, Workspace.environment, Workspace.startup_status,
+                    Workspace.startup_detail, Workspace.created_at, Workspace.ready_at, Workspace.ready_seconds,
+                    Workspace.last_started_at, Workspace.purge_due_at, Workspace.purged_at, Workspace.rescue)
+_REPO_COLUMNS = (WorkspaceRepo.name, WorkspaceRepo.url, WorkspaceRepo.is_primary, WorkspaceRepo.source_branch,
+                 WorkspaceRepo.target_branch, WorkspaceRepo.base_sha, WorkspaceRepo.branch_existed)
+
+
+def summary(ws: Workspace) -> WorkspaceSummary:
+    """What the API shows of a workspace loaded whole (with its ticket, project, owner, repos)."""
+    assert ws.ticket is not None and ws.owner is not None  # a spare of the pool is no one's and is not shown
+    return WorkspaceSummary(
+        id=ws.id, key=ws.ticket.key, title=ws.ticket.title, project=ws.ticket.project.name, owner=ws.owner.username,
+        state=ws.state, desired=ws.desired, step=ws.step, failure_step=ws.failure_step,
+        failure_reason=ws.failure_reason, branch=ws.branch, image=ws.image, environment=ws.environment,
+        startup_status=ws.startup_status, startup_detail=ws.startup_detail, created_at=ws.created_at,
+        ready_at=ws.ready_at, ready_seconds=ws.ready_seconds, last_started_at=ws.last_started_at,
+        purge_due_at=ws.purge_due_at, purged_at=ws.purged_at, rescue=ws.rescue,
+        repos=[RepoSummary(name=r.name, url=r.url, is_primary=r.is_primary, source_branch=r.source_branch,
+                           target_branch=r.target_branch, base_sha=r.base_sha, branch_existed=r.branch_existed)
+               for r in ws.repos])
+
+
 @dataclass
 class WorkspacePage:
     """A page of a listing, newest first: ``total`` counts every page; ``next_cursor`` asks
     for the next one (None on the last)."""
 
-    items: list[Workspace]
+    items: list[WorkspaceSummary]
     total: int
     next_cursor: str | None
 
 
-def _cursor(ws: Workspace) -> str:
+def _cursor(ws: WorkspaceSummary) -> str:
     """Opaque to callers: where a page ended, as (created_at, id) of its last workspace."""
     return base64.urlsafe_b64encode(f"{ws.created_at.isoformat()}|{ws.id}".encode()).decode().rstrip("=")
 
@@ -250,8 +315,10 @@ async def list_page(*, session: AsyncSession, user: User, include_purged: bool =
     with ``everyone`` (reviewers and admins), all of them. Pages follow the (created_at, id)
     index, so a workspace launched while someone pages is neither skipped nor repeated.
 
-    Loads what a listing shows: the ticket's key and title, the project's name, the owner's
-    name and the repositories; not the plan, the backend's state or the ticket's text."""
+    Three statements whatever the page's size: the count, the page (a row per workspace, with
+    its ticket's key and title, its project's name and its owner's), and the page's
+    repositories. Rows, not objects of the ORM: building those for a page of a hundred
+    workspaces and their repositories cost more than everything else the request does."""
     if not 1 <= limit <= PAGE_MAX:
         raise InvalidInput(f"A page has 1 to {PAGE_MAX} workspaces.", field="limit")
     if everyone and not may(user.role, Access.READ, owner=False):
@@ -262,35 +329,40 @@ async def list_page(*, session: AsyncSession, user: User, include_purged: bool =
         params["after_created_at"], params["after_id"] = _after(cursor)
     count, page = _listing_statements(everyone=everyone, include_purged=include_purged, after=bool(cursor))
     total = await session.scalar(count, params) or 0
-    found = list(await session.scalars(page, params))
-    more = len(found) > limit
-    items = found[:limit]
+    rows = (await session.execute(page, params)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    repos: dict[str, list[RepoSummary]] = {row[0]: [] for row in rows}
+    if rows:
+        for workspace_id, *fields in await session.execute(_REPOS_OF_PAGE, {"ids": list(repos)}):
+            repos[workspace_id].append(RepoSummary(*fields))
+    items = [WorkspaceSummary(*row, repos=repos[row[0]]) for row in rows]
     return WorkspacePage(items=items, total=total, next_cursor=_cursor(items[-1]) if more else None)
+
+
+_REPOS_OF_PAGE = (select(WorkspaceRepo.workspace_id, *_REPO_COLUMNS)
+                  .where(WorkspaceRepo.workspace_id.in_(bindparam("ids", expanding=True)))
+                  .order_by(WorkspaceRepo.position))
 
 
 @cache
 def _listing_statements(*, everyone: bool, include_purged: bool,
-                        after: bool) -> tuple[Select[tuple[int]], Select[tuple[Workspace]]]:
+                        after: bool) -> tuple[Select[tuple[int]], Select[tuple[Any, ...]]]:
     """The count and the page of a listing of this shape, built once (with bound parameters):
-    building the page's statement, with its loader options, and computing its cache key cost
-    more than running it."""
+    building a statement and computing its cache key costs more than running it."""
     conditions: list[ColumnElement[bool]] = [Workspace.ticket_id.is_not(None)]
     if not everyone:
         conditions.append(Workspace.owner_id == bindparam("owner_id"))
     if not include_purged:
         conditions.append(NOT_PURGED)
     count = select(func.count()).select_from(Workspace).where(*conditions)
-    page = select(Workspace).where(*conditions)
+    page = (select(*_SUMMARY_COLUMNS).select_from(Workspace)
+            .join(Ticket, Ticket.id == Workspace.ticket_id).join(Project, Project.id == Ticket.project_id)
+            .outerjoin(User, User.id == Workspace.owner_id).where(*conditions))
     if after:
         page = page.where(tuple_(Workspace.created_at, Workspace.id) < tuple_(
             bindparam("after_created_at", type_=Workspace.created_at.type), bindparam("after_id")))
-    page = (page.order_by(Workspace.created_at.desc(), Workspace.id.desc()).limit(bindparam("limit", type_=Integer))
-            .options(defer(Workspace.plan), defer(Workspace.backend_state),
-                     joinedload(Workspace.ticket, innerjoin=True).options(
-                         load_only(Ticket.key, Ticket.title, Ticket.project_id),
-                         joinedload(Ticket.project, innerjoin=True).options(load_only(Project.name),
-                                                                            raiseload(Project.repos))),
-                     joinedload(Workspace.owner).load_only(User.username)))
+    page = page.order_by(Workspace.created_at.desc(), Workspace.id.desc()).limit(bindparam("limit", type_=Integer))
     return count, page
 
 

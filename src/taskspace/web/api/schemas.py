@@ -9,8 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from taskspace.core.environment import EnvironmentSummary
 from taskspace.db.models import Event, GitToken, Project, Ticket, Workspace
-from taskspace.services import tracker_links
+from taskspace.services import tracker_links, workspaces
 from taskspace.services.pool import PoolStatus
+from taskspace.services.workspaces import WorkspaceSummary
 
 
 class Body(BaseModel):
@@ -238,11 +239,13 @@ class WorkspaceOut(BaseModel):
     rescue: list[dict[str, Any]]
 
     @classmethod
-    def of(cls, w: Workspace, base_url: str) -> WorkspaceOut:
+    def of(cls, w: Workspace | WorkspaceSummary, base_url: str) -> WorkspaceOut:
+        if isinstance(w, Workspace):
+            w = workspaces.summary(w)
         return cls(
-            id=w.id, key=w.ticket.key, title=w.ticket.title, project=w.ticket.project.name,
-            owner=w.owner.username, state=w.state, desired=w.desired, step=w.step, failure_step=w.failure_step,
-            failure_reason=w.failure_reason, branch=w.branch, url=f"{base_url}/api/v1/workspaces/{w.id}", image=w.image,
+            id=w.id, key=w.key, title=w.title, project=w.project, owner=w.owner, state=w.state, desired=w.desired,
+            step=w.step, failure_step=w.failure_step, failure_reason=w.failure_reason, branch=w.branch,
+            url=f"{base_url}/api/v1/workspaces/{w.id}", image=w.image,
             environment=EnvironmentSummary.model_validate(w.environment) if w.environment else None,
             repos=[WorkspaceRepoOut(name=r.name, url=r.url, primary=r.is_primary, branch=w.branch,
                                     source_branch=r.source_branch, target_branch=r.target_branch,
