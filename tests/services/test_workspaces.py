@@ -12,10 +12,12 @@ from sqlalchemy import select, update
 
 from taskspace.core.errors import Conflict, GitError, InvalidInput, NotFound, TaskspaceError
 from taskspace.core.naming import ticket_branch
-from taskspace.core.states import Desired, State
+from taskspace.core.states import Desired, State, Step
 from taskspace.db.engine import transaction
 from taskspace.db.models import Event, GitToken, Project, Repo, User, Workspace, WorkspaceRepo
 from taskspace.services import git_tokens, tickets, workspaces
+from taskspace.services.lifecycle import driver
+from taskspace.services.lifecycle.snapshot import StepTimer, load
 from taskspace.services.runtime import Runtime
 from taskspace.services.workspaces import LaunchRequest
 from taskspace.testing.git_server import GitHttpServer
@@ -339,3 +341,52 @@ async def test_find_knows_only_the_callers_workspaces(rt: Runtime, admin: User, 
         assert (await workspaces.list_page(session=session, user=bob)).items == []
         with pytest.raises(NotFound, match="no workspace for DEMO-1"):
             await workspaces.find(session=session, user=bob, ref="DEMO-1")
+
+
+async def test_a_finished_step_is_written_with_the_next_write_and_kept_when_a_failure_follows(
+        rt: Runtime, admin: User, board: Board) -> None:
+    # One commit is a few milliseconds of a launch: a step's outcome goes with the next write
+    # (the next step's start, a transition), which follows at once.
+    ws, _ = await launch(rt, admin)
+    snap = await load(rt, ws.id)
+
+    async with StepTimer(rt, snap, Step.IMAGE) as step:
+        step.values, step.data = {"image": "taskspace/demo:next"}, {"cached": True}
+    stored = await stored_workspace(rt, ws.id)
+    assert (stored.version, stored.step, stored.image) == (1, "image", ws.image)  # the start only
+    assert snap.ws.image == "taskspace/demo:next"  # what the next steps read
+
+    async with StepTimer(rt, snap, Step.VOLUME):
+        pass
+    stored = await stored_workspace(rt, ws.id)
+    assert (stored.version, stored.step, stored.image) == (2, "volume", "taskspace/demo:next")
+    image = (await events_of(rt, ws.id))[-1]
+    assert (image.step, image.status, image.data) == ("image", "ok", {"cached": True})
+
+    # A failure after a finished step: the step's outcome, then the failure.
+    await driver._fail(rt, snap, TaskspaceError("the engine said no"))
+    stored = await stored_workspace(rt, ws.id)
+    assert (stored.state, stored.failure_step, stored.failure_reason) == ("failed", "volume", "the engine said no")
+    assert [(e.kind, e.step, e.to_state) for e in (await events_of(rt, ws.id))[-2:]] == [
+        ("step", "volume", None), ("transition", "volume", "failed")]
+
+
+async def test_a_failure_is_recorded_on_the_workspace_as_it_is_when_it_changed_meanwhile(
+        rt: Runtime, admin: User, board: Board) -> None:
+    ws, _ = await launch(rt, admin)
+    snap = await load(rt, ws.id)
+    async with StepTimer(rt, snap, Step.IMAGE):
+        pass
+    await set_columns(rt, ws.id, version=7, step="volume")  # another worker went on
+
+    await driver._fail(rt, snap, TaskspaceError("the engine said no"))
+    stored = await stored_workspace(rt, ws.id)
+    assert (stored.state, stored.failure_step, stored.version) == ("failed", "volume", 8)
+    assert "image" not in [e.step for e in await events_of(rt, ws.id)]  # went with the stale snapshot
+
+
+async def stored_workspace(rt: Runtime, workspace_id: str) -> Workspace:
+    async with transaction(rt.sessions) as session:
+        found = await session.get(Workspace, workspace_id)
+        assert found is not None
+        return found

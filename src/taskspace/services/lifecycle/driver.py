@@ -167,16 +167,15 @@ async def drive(rt: Runtime, workspace_id: str) -> None:
             if isinstance(exc, EngineUnreachable) or await _engine_down(rt):
                 log.warning("workspace %s: engine unreachable, will retry: %s", workspace_id, exc.message)
                 return
-            await _fail(rt, workspace_id, exc)
+            await _fail(rt, snap, exc)
             return
         except TaskspaceError as exc:
-            await _fail(rt, workspace_id, exc)
+            await _fail(rt, snap, exc)
             return
         except Exception as exc:
             log.exception("workspace %s: unexpected error", workspace_id)
-            await _fail(rt, workspace_id, TaskspaceError(f"Internal error: {type(exc).__name__}: {exc}",
-                                                          hint="This is a bug in taskspace; the server log "
-                                                               "has the details."))
+            await _fail(rt, snap, TaskspaceError(f"Internal error: {type(exc).__name__}: {exc}",
+                                                 hint="This is a bug in taskspace; the server log has the details."))
             return
 
 
@@ -188,18 +187,26 @@ async def _engine_down(rt: Runtime) -> bool:
         return True
 
 
-async def _fail(rt: Runtime, workspace_id: str, exc: TaskspaceError) -> None:
-    """Record the failure with the step and the reason. A failed purge is blocked instead."""
+async def _fail(rt: Runtime, snap: Snapshot, exc: TaskspaceError) -> None:
+    """Record the failure with the step and the reason, with what the steps that did finish
+    left for the next write; on a snapshot loaded again if the workspace changed meanwhile."""
     try:
-        snap = await load(rt, workspace_id)
-        if snap.state in {State.FAILED, State.PURGED}:
-            return
-        if snap.state == State.PURGING:
-            await _block(rt, snap, exc, snap.ws.step)
-            return
-        await transition(rt, snap, State.FAILED, reason=str(exc),
-                         values={"failure_step": snap.ws.step, "failure_reason": str(exc)},
-                         notify=("failed", {"step": snap.ws.step or "a step", "reason": str(exc)}))
+        await _record_failure(rt, snap, exc)
     except StaleWrite:
-        log.info("workspace %s changed while its failure was recorded", workspace_id)
+        try:
+            await _record_failure(rt, await load(rt, snap.id), exc)
+        except StaleWrite:
+            log.info("workspace %s changed while its failure was recorded", snap.id)
+
+
+async def _record_failure(rt: Runtime, snap: Snapshot, exc: TaskspaceError) -> None:
+    """A failed purge is blocked instead."""
+    if snap.state in {State.FAILED, State.PURGED}:
+        return
+    if snap.state == State.PURGING:
+        await _block(rt, snap, exc, snap.ws.step)
+        return
+    await transition(rt, snap, State.FAILED, reason=str(exc),
+                     values={"failure_step": snap.ws.step, "failure_reason": str(exc)},
+                     notify=("failed", {"step": snap.ws.step or "a step", "reason": str(exc)}))
 

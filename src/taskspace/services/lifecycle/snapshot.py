@@ -30,6 +30,10 @@ class Snapshot:
     repos: list[WorkspaceRepo]
     credentials: dict[str, GitCredential | None] = field(default_factory=dict)
     token_names: dict[str, str] = field(default_factory=dict)  # repository name → token name
+    #: What a finished step recorded, written with the next write: the next step's start or a
+    #: transition follows at once, and one commit is a few milliseconds of a launch.
+    unwritten_values: dict[str, Any] = field(default_factory=dict)
+    unwritten_events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -80,7 +84,10 @@ async def apply(rt: Runtime, snap: Snapshot, values: dict[str, Any], *,
                 notify: tuple[str, dict[str, Any]] | None = None) -> None:
     """Write ``values`` if the row is still at ``snap.version``; bump the version, append
     ``events`` and, with ``notify`` (kind, context), the owner's notification — all in one
-    transaction (no one is told of a spare's changes). Raises StaleWrite when another worker or a user changed the row meanwhile."""
+    transaction (no one is told of a spare's changes), after what a finished step left unwritten.
+    Raises StaleWrite when another worker or a user changed the row meanwhile."""
+    values = {**snap.unwritten_values, **values}
+    events = [*snap.unwritten_events, *(events or [])]
     async with transaction(rt.sessions) as session:
         result = await session.execute(
             update(Workspace)
@@ -89,13 +96,14 @@ async def apply(rt: Runtime, snap: Snapshot, values: dict[str, Any], *,
         )
         if result.rowcount != 1:
             raise StaleWrite(f"Workspace {snap.id} changed while a step ran; its result was dropped.")
-        for event in events or []:
+        for event in events:
             session.add(Event(workspace_id=snap.id, **event))
         if notify is not None and snap.owner is not None and snap.ticket is not None:
             kind, context = notify
             await notifications.enqueue(
                 session, settings=rt.settings, user=snap.owner, kind=kind, workspace_id=snap.id, bus=rt.bus,
                 context={"ticket": snap.ticket.key, "title": snap.ticket.title, "branch": snap.ws.branch, **context})
+    snap.unwritten_values, snap.unwritten_events = {}, []
     for key, value in values.items():
         setattr(snap.ws, key, value)
     snap.ws.version += 1
@@ -119,7 +127,8 @@ async def transition(rt: Runtime, snap: Snapshot, to: State, *, actor: str = "ta
 
 
 class StepTimer:
-    """Marks a step as current, then records its outcome as a step event with its duration."""
+    """Marks a step as current, then records its outcome as a step event with its duration,
+    written with the next write (see :attr:`Snapshot.unwritten_events`)."""
 
     def __init__(self, rt: Runtime, snap: Snapshot, step: Step):
         self.rt, self.snap, self.step = rt, snap, step
@@ -141,9 +150,12 @@ class StepTimer:
         if exc is not None:
             return  # the driver records the failure with its reason
         elapsed = time.monotonic() - self.started
-        event = {"actor": "taskspace", "kind": "step", "step": self.step.value, "status": self.status,
-                 "reason": self.reason, "duration_ms": int(elapsed * 1000), "data": self.data}
-        await apply(self.rt, self.snap, self.values, events=[event])
+        self.snap.unwritten_values.update(self.values)
+        for key, value in self.values.items():
+            setattr(self.snap.ws, key, value)
+        self.snap.unwritten_events.append({
+            "actor": "taskspace", "kind": "step", "step": self.step.value, "status": self.status,
+            "reason": self.reason, "duration_ms": int(elapsed * 1000), "data": self.data})
 
 
 async def record_note(rt: Runtime, workspace_id: str, *, actor: str, reason: str,
