@@ -212,14 +212,33 @@ def test_an_existing_ticket_branch_is_checked_out_and_an_unchanged_image_is_not_
 
 def test_a_first_launch_without_services_clones_and_starts_up_in_one_exec_and_is_waited_for_at_once(
         make_stack: Callable[..., Stack], base_image: str, docker_client: docker.DockerClient) -> None:
-    # Each engine exec costs tens of milliseconds: the image's user (USER dev) gets /workspace
-    # before the first clone, and the clone and the startup script share one exec.
-    files = {name: text for name, text in project_files(base_image, service_port=free_port()).items()
+    # Each engine exec costs tens of milliseconds. The first workspace of an image gets
+    # /workspace handed to the image's user (USER dev) by a root exec before the first clone;
+    # the image is then made again with /workspace theirs (its WORKDIR made it root's), and the
+    # next workspaces start with it. The clone and the startup script share one exec.
+    files = {name: text for name, text in project_files(base_image, service_port=free_port(), unique_image=True).items()
              if name in {"README.md", "Dockerfile", ".taskspace/startup.sh"}}
     stack = make_stack(files=files)
+
+    first = _launch_counting_execs(stack, docker_client)
+    assert first["execs"] == 2  # the handover as root, then the clone and the startup
+    source = docker_client.images.get(first["image"]).id
+    deadline = time.monotonic() + 60
+    while not (owned := docker_client.images.list(filters={"label": f"taskspace.owned-from={source}"})):
+        assert time.monotonic() < deadline, "the owned image was not built"
+        time.sleep(0.2)
+    assert (owned[0].attrs["Config"]["User"], owned[0].attrs["Config"]["WorkingDir"]) == ("dev", "/workspace")
+
+    second = _launch_counting_execs(stack, docker_client)
+    assert second["execs"] == 1
+    assert docker_client.containers.get(f"ts-{second['id']}").image.id == owned[0].id
+
+
+def _launch_counting_execs(stack: Stack, docker_client: docker.DockerClient) -> dict[str, object]:
+    """Launch a new ticket, wait for ready with one long poll; the workspace with ``execs``, the
+    engine execs its container ran."""
     key = stack.ticket()
     launched = int(time.time()) - 1
-
     stack.launch(key)
     # One long poll waits for the end, whatever steps happen on the way.
     page = stack.api("GET", f"/workspaces/{key}/events",
@@ -233,6 +252,6 @@ def test_a_first_launch_without_services_clones_and_starts_up_in_one_exec_and_is
         r["name"] for r in ws["repos"])
     seen = docker_client.api.events(since=launched, until=time.time() + 1, decode=True,
                                     filters={"type": "container", "container": f"ts-{ws['id']}"})
-    execs = [e["Action"] for e in seen if e["Action"].startswith("exec_start")]
-    assert len(execs) == 2, execs  # the handover as root, then the clone and the startup
+    execs = len([e for e in seen if e["Action"].startswith("exec_start")])
     assert stack.sh(key, "stat -c %U /workspace; wc -l < /workspace/.taskspace/startup-runs").split() == ["dev", "1"]
+    return {**ws, "execs": execs}

@@ -263,14 +263,16 @@ def test_clone_into_a_workspace_of_root_says_who_must_own_it_and_clones_once_it_
     assert box.sh("stat -c %U /workspace /workspace/.taskspace/logs") == "dev\ndev"
 
 
-@pytest.mark.parametrize("user", ["dev", "dev:dev", "1000:1000"])
-def test_a_new_workspace_handed_over_to_its_user_is_cloned_at_the_first_attempt(box, user):
+@pytest.mark.parametrize(("user", "printed"), [("dev", "1000:1000"), ("dev:dev", "1000:dev"),
+                                               ("1000:1000", "1000:1000")])
+def test_a_new_workspace_handed_over_to_its_user_is_cloned_at_the_first_attempt(box, user, printed):
     box.sh("chown root:root /workspace", user="root")  # a new volume, as the engine creates it
     uid_gid = box.sh("echo $(id -u):$(id -g)")
     assert uid_gid == "1000:1000"  # the numeric form above names the same user
 
-    assert box.run(handover_script(user), user="root").code == 0
+    handed = box.run(handover_script(user), user="root")
 
+    assert (handed.code, handed.out) == (0, f"{printed}\n")  # what the owned image is made with
     assert box.sh("stat -c %u:%g /workspace /workspace/.taskspace/logs") == f"{uid_gid}\n{uid_gid}"
     assert clone(box, target(box.mirrors)).out.strip() == "cloned api"
 
@@ -278,7 +280,9 @@ def test_a_new_workspace_handed_over_to_its_user_is_cloned_at_the_first_attempt(
 def test_a_user_the_image_does_not_know_is_left_to_the_clone(box):
     box.sh("chown root:root /workspace", user="root")
 
-    assert box.run(handover_script("ghost"), user="root").code == 0
+    handed = box.run(handover_script("ghost"), user="root")
+
+    assert (handed.code, handed.out) == (0, "")
 
     assert box.sh("stat -c %U /workspace") == "root"
     assert clone(box, target(box.mirrors)).code == NOT_WRITABLE_EXIT

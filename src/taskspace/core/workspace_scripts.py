@@ -64,8 +64,9 @@ def is_root(user: str) -> bool:
 
 def handover_script(user: str) -> str:
     """Run as root in a new workspace: give /workspace to ``user`` (as Docker's ``--user`` takes
-    it) before the first clone, resolved in the container's own user database. A user it does
-    not know is left alone: the clone then says which uid it runs as (:data:`NOT_WRITABLE_EXIT`)."""
+    it) before the first clone, resolved in the container's own user database, and print the
+    ``uid:gid`` it was given to (a group given by name stays a name). A user it does not know is left alone (nothing printed): the
+    clone then says which uid it runs as (:data:`NOT_WRITABLE_EXIT`)."""
     name, _, group = user.partition(":")
     return "\n".join([
         "set -e",
@@ -73,6 +74,7 @@ def handover_script(user: str) -> str:
         'uid=$(id -u "$u" 2>/dev/null) || case "$u" in \'\'|*[!0-9]*) exit 0 ;; *) uid=$u ;; esac',
         '[ -n "$g" ] || g=$(id -g "$u" 2>/dev/null) || exit 0',
         _chown('"$uid:$g"'),
+        'echo "$uid:$g"',
     ]) + "\n"
 
 

@@ -74,6 +74,10 @@ class WorkspaceSpec(BaseModel):
     labels: dict[str, str]
     env: dict[str, str] = Field(default_factory=dict)
     user: str | None = None
+    #: Who works in /workspace (devcontainer.json's remoteUser or containerUser, the Dockerfile's
+    #: USER, as Docker's ``--user`` takes it): a new workspace's /workspace is theirs before the
+    #: first command runs. None or root: left as the engine makes it.
+    owner: str | None = None
     workdir: str = "/workspace"
     network: str = "per-workspace"
     read_only_binds: dict[str, str] = Field(default_factory=dict, description="Container path → host path")
@@ -176,7 +180,9 @@ class Backend(ABC):
 
     @abstractmethod
     async def start_workspace(self, spec: WorkspaceSpec, state: dict[str, Any]) -> dict[str, Any]:
-        """Create the workspace container if missing, and start it if not running."""
+        """Create the workspace container if missing, and start it if not running. A container
+        it creates has /workspace given to ``spec.owner`` (a user the image does not know is
+        left alone: the clone then says which user it runs as)."""
 
     @abstractmethod
     async def start_services(self, spec: WorkspaceSpec, state: dict[str, Any]) -> dict[str, Any]:

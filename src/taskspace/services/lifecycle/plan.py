@@ -127,7 +127,7 @@ def scoped_volume(project_key: str, source: str) -> str:
 def workspace_spec(plan: Plan, *, workspace_id: str, installation: str, project_key: str, ticket: str,
                    branch: str, network: str, hosts: dict[str, str], pids_limit: int | None,
                    cpus: float | None = None, memory_bytes: int | None = None,
-                   services: list[ServiceRuntime] | None = None) -> WorkspaceSpec:
+                   services: list[ServiceRuntime] | None = None, owner: str | None = None) -> WorkspaceSpec:
     env_config = plan.environment
     mounts = [m.model_copy(update={"source": scoped_volume(project_key, m.source)})
               if m.type == "volume" and m.source else m for m in env_config.mounts]
@@ -140,6 +140,7 @@ def workspace_spec(plan: Plan, *, workspace_id: str, installation: str, project_
         env=container_env(plan, hosts=hosts, workspace_id=workspace_id, ticket=ticket, branch=branch,
                           primary=plan.primary),
         user=env_config.container_user,
+        owner=owner,
         workdir=f"{WORKSPACE}/{plan.primary}",
         network=network,
         read_only_binds={f"{MIRRORS_DIR}/{name}.git": path for name, path in plan.mirrors.items()},

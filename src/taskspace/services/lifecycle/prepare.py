@@ -22,8 +22,6 @@ from taskspace.core.workspace_scripts import (
     CloneTarget,
     chown_script,
     clone_script,
-    handover_script,
-    is_root,
 )
 from taskspace.db.engine import transaction
 from taskspace.db.models import Build, Project, WorkspaceRepo, utcnow
@@ -56,7 +54,8 @@ def spec_for(rt: Runtime, snap: Snapshot, plan: Plan, **extra: Any) -> Workspace
     hosts = {s.decl.name: rt.backend.service_host(network, snap.id, s.decl.name) for s in plan.services}
     return plans.workspace_spec(plan, workspace_id=snap.id, installation=rt.installation,
                                 project_key=snap.project.key, ticket=snap.key or "", branch=snap.ws.branch,
-                                network=network, hosts=hosts, **limits(rt.settings, snap.project), **extra)
+                                network=network, hosts=hosts, owner=(snap.ws.environment or {}).get("user"),
+                                **limits(rt.settings, snap.project), **extra)
 
 
 # Preflight -----------------------------------------------------------------------------------
@@ -211,17 +210,6 @@ async def ensure_container(rt: Runtime, snap: Snapshot, plan: Plan) -> dict[str,
 async def container_step(rt: Runtime, snap: Snapshot, plan: Plan) -> None:
     async with StepTimer(rt, snap, Step.CONTAINER) as step:
         step.values = {"backend_state": await ensure_container(rt, snap, plan)}
-        await hand_over_workspace(rt, snap)
-
-
-async def hand_over_workspace(rt: Runtime, snap: Snapshot) -> None:
-    """A new volume belongs to root: when the workspace user is known (devcontainer.json's
-    remoteUser or containerUser, the Dockerfile's USER) and is not root, give /workspace to them
-    before the first clone. Otherwise the clone is refused first and says who it runs as
-    (:func:`own_workspace`): an exec more, about 50 ms."""
-    user = (snap.ws.environment or {}).get("user")
-    if user and not is_root(user):
-        await rt.backend.exec(snap.id, ["/bin/sh", "-c", handover_script(user)], user="0")
 
 
 def clone_command(snap: Snapshot) -> str:

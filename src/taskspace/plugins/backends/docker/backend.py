@@ -7,10 +7,13 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
+import re
 import tarfile
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -22,6 +25,7 @@ from docker.models.containers import Container
 from pydantic import Field
 
 from taskspace.core.errors import BackendError, EngineUnreachable
+from taskspace.core.workspace_scripts import handover_script, is_root
 from taskspace.plugins.backends.base import (
     LABEL_INSTALLATION,
     LABEL_ROLE,
@@ -52,6 +56,7 @@ from taskspace.plugins.backends.base import (
 from taskspace.plugins.backends.docker import base_image, specs
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 INIT_MARKER = "/.taskspace-init-done"
 #: The user's login shell from the passwd database, else bash, else sh.
 LOGIN_SHELL = ('shell=$(getent passwd "$(id -un)" 2>/dev/null | cut -d: -f7); '
@@ -94,6 +99,8 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
         self._client_lock = threading.Lock()
         self._build_locks: dict[str, asyncio.Lock] = {}
         self._cpus: int | None = None
+        self._owned_builds: set[str] = set()  # owned images built (or tried) by this process
+        self._background: set[asyncio.Task[None]] = set()
 
     def service_host(self, network: str, workspace_id: str, service: str) -> str:
         return specs.service_host(network, workspace_id, service)
@@ -246,31 +253,40 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
             self._cpus = int(self._docker().info().get("NCPU") or 0) or None
         return self._cpus
 
-    def _create_or_get(self, kwargs: dict[str, Any]) -> Container:
+    def _create_or_get(self, kwargs: dict[str, Any]) -> tuple[Container, bool]:
+        """The container named in ``kwargs``, and whether it was created now."""
         client = self._docker()
         found = self._find(kwargs["name"])
         if found is not None:
-            return found
+            return found, False
         # The engine refuses a CPU limit above its own CPU count; on a smaller machine the
         # default (or a project's) limit means "all of them".
         cpus = self._engine_cpus() if kwargs.get("nano_cpus") else None
         if cpus is not None:
             kwargs = {**kwargs, "nano_cpus": min(kwargs["nano_cpus"], cpus * specs.NANO)}
         try:
-            return client.containers.create(**kwargs)
+            return client.containers.create(**kwargs), True
         except docker.errors.APIError as exc:
             if exc.status_code == 409:  # created concurrently by another worker
                 found = self._find(kwargs["name"])
                 if found is not None:
-                    return found
+                    return found, False
             if isinstance(exc, docker.errors.ImageNotFound):
                 raise BackendError(f"Image {kwargs['image']!r} is missing on the engine.",
                                    hint="Launch again: the image step rebuilds it.") from exc
             raise
 
     async def start_workspace(self, spec: WorkspaceSpec, state: dict[str, Any]) -> dict[str, Any]:
-        def work() -> dict[str, Any]:
-            container = self._create_or_get(specs.workspace_container_kwargs(spec))
+        """A new /workspace is the owner's either from the start (the container is made from
+        the owned image, :func:`specs.owned_image_ref`) or by a root exec right after the start,
+        which is followed by building the owned image in the background for the next ones."""
+
+        def work() -> tuple[Container, _Owned | None]:
+            owned = self._owned_image(spec)
+            kwargs = specs.workspace_container_kwargs(spec)
+            if owned is not None and owned.exists:
+                kwargs["image"] = owned.ref
+            container, created = self._create_or_get(kwargs)
             if container.status != "running":
                 container.start()
                 container.reload()
@@ -278,8 +294,54 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
                 logs = container.logs(tail=20).decode(errors="replace").strip()
                 raise BackendError(f"The workspace container stopped right after starting: {logs or 'no output'}",
                                    hint="Check that the image has /bin/sh and does not exit on start.")
-            return {**state, "container": container.id}
-        return await self._run(work)
+            return container, owned if created and owned is not None and not owned.exists else None
+
+        container, hand_over = await self._run(work)
+        if hand_over is not None:
+            await self._hand_over(spec, hand_over)
+        return {**state, "container": container.id}
+
+    def _owned_image(self, spec: WorkspaceSpec) -> _Owned | None:
+        """The owned image of the spec's image and owner, built or not; None when /workspace
+        needs no owner (root, none) or the image is missing (the create says so)."""
+        if not spec.owner or is_root(spec.owner):
+            return None
+        api = self._docker().api
+        try:
+            image_id = api.inspect_image(spec.image)["Id"]
+        except docker.errors.ImageNotFound:
+            return None
+        ref = specs.owned_image_ref(image_id, spec.owner)
+        try:
+            api.inspect_image(ref)
+            return _Owned(image_id, ref, exists=True)
+        except docker.errors.ImageNotFound:
+            return _Owned(image_id, ref, exists=False)
+
+    async def _hand_over(self, spec: WorkspaceSpec, owned: _Owned) -> None:
+        assert spec.owner is not None
+        result = await self.exec(spec.id, ["/bin/sh", "-c", handover_script(spec.owner)], user="0")
+        uid_gid = result.stdout.decode(errors="replace").strip()  # a group may be a name
+        if result.exit_code != 0 or not re.fullmatch(r"\d+:[\w.-]+", uid_gid) or owned.ref in self._owned_builds:
+            return  # a user the image does not know: the clone says so
+        self._owned_builds.add(owned.ref)
+        task = asyncio.create_task(self._build_owned(owned, uid_gid))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _build_owned(self, owned: _Owned, uid_gid: str) -> None:
+        def build() -> None:
+            try:
+                self._docker().images.build(
+                    fileobj=io.BytesIO(specs.owned_image_context(owned.source_id, uid_gid)), custom_context=True,
+                    tag=owned.ref, labels={specs.LABEL_OWNED_FROM: owned.source_id}, rm=True, forcerm=True,
+                    pull=False)
+            except docker.errors.BuildError as exc:
+                raise BackendError(f"The owned image could not be built: {exc.msg}") from exc
+        try:
+            await self._run(build)
+        except BackendError as exc:  # the next workspaces of the image are handed over by an exec
+            log.warning("image %s for its workspace user: %s", owned.source_id, exc.message)
 
     async def start_services(self, spec: WorkspaceSpec, state: dict[str, Any]) -> dict[str, Any]:
         if not spec.services:
@@ -289,9 +351,8 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
             started = []
             for service in spec.services:
                 kwargs = specs.service_container_kwargs(spec, service)
-                existed = self._find(kwargs["name"]) is not None
-                container = self._create_or_get(kwargs)
-                if not existed and service.init_files:
+                container, created = self._create_or_get(kwargs)
+                if created and service.init_files:
                     container.put_archive("/", _tar(service.init_files))
                 if container.status != "running":
                     container.start()
@@ -674,6 +735,13 @@ class DockerTerminal(Terminal):
         except OSError:
             pass
         self._sock.close()
+
+
+@dataclass(frozen=True)
+class _Owned:
+    source_id: str  # the image's id
+    ref: str  # the image made from it with /workspace given to the workspace user
+    exists: bool
 
 
 def _tar(files: dict[str, bytes]) -> bytes:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import tarfile
 from typing import Any
 
 from docker.types import Healthcheck, Mount
@@ -49,6 +52,33 @@ def service_host(network: str, workspace_id: str, service: str) -> str:
     if network == "host":
         return "127.0.0.1"
     return service_container_name(workspace_id, service)
+
+
+#: On an image made from another with /workspace given to a user: the other image's id.
+LABEL_OWNED_FROM = "taskspace.owned-from"
+
+
+def owned_image_ref(image_id: str, owner: str) -> str:
+    """The name of ``image_id`` with /workspace given to ``owner``: a container made from it gets
+    a new volume that is already the owner's (the engine copies the directory's owner into it)."""
+    return "taskspace/owned:" + hashlib.sha256(f"{image_id}\0{owner}".encode()).hexdigest()[:20]
+
+
+def owned_image_context(image_id: str, uid_gid: str) -> bytes:
+    """The build context of :func:`owned_image_ref`: a COPY of a tree holding only ``workspace/``
+    onto ``/``, which changes the owner of /workspace even where the image has it already (an
+    entry below the destination, not the destination itself) and adds or runs nothing."""
+    dockerfile = f"FROM {image_id}\nCOPY --chown={uid_gid} tree/ /\n".encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size, info.mode = len(dockerfile), 0o644
+        tar.addfile(info, io.BytesIO(dockerfile))
+        for name in ("tree", "tree/workspace"):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+    return buf.getvalue()
 
 
 def labels(spec: WorkspaceSpec, role: str, **extra: str) -> dict[str, str]:
