@@ -343,25 +343,27 @@ async def test_find_knows_only_the_callers_workspaces(rt: Runtime, admin: User, 
             await workspaces.find(session=session, user=bob, ref="DEMO-1")
 
 
-async def test_a_finished_step_is_written_with_the_next_write_and_kept_when_a_failure_follows(
+async def test_a_step_is_written_with_the_next_write_unless_it_runs_long_and_kept_when_a_failure_follows(
         rt: Runtime, admin: User, board: Board) -> None:
-    # One commit is a few milliseconds of a launch: a step's outcome goes with the next write
-    # (the next step's start, a transition), which follows at once.
+    # One commit is a few milliseconds of a launch, as long as most steps: a step and its
+    # outcome go with the next write, which follows at once; a step that runs long is shown
+    # as current while it runs.
     ws, _ = await launch(rt, admin)
     snap = await load(rt, ws.id)
 
     async with StepTimer(rt, snap, Step.IMAGE) as step:
         step.values, step.data = {"image": "taskspace/demo:next"}, {"cached": True}
     stored = await stored_workspace(rt, ws.id)
-    assert (stored.version, stored.step, stored.image) == (1, "image", ws.image)  # the start only
-    assert snap.ws.image == "taskspace/demo:next"  # what the next steps read
+    assert (stored.version, stored.step, stored.image) == (0, None, ws.image)  # nothing written yet
+    assert (snap.ws.step, snap.ws.image) == ("image", "taskspace/demo:next")  # what the next steps read
 
     async with StepTimer(rt, snap, Step.VOLUME):
-        pass
-    stored = await stored_workspace(rt, ws.id)
-    assert (stored.version, stored.step, stored.image) == (2, "volume", "taskspace/demo:next")
-    image = (await events_of(rt, ws.id))[-1]
+        await asyncio.sleep(StepTimer.SHOWN_AFTER * 4)
+        during = await stored_workspace(rt, ws.id)
+        image = (await events_of(rt, ws.id))[-1]
+    assert (during.version, during.step, during.image) == (1, "volume", "taskspace/demo:next")
     assert (image.step, image.status, image.data) == ("image", "ok", {"cached": True})
+    assert (await stored_workspace(rt, ws.id)).version == 1  # the volume's outcome waits for the next write
 
     # A failure after a finished step: the step's outcome, then the failure.
     await driver._fail(rt, snap, TaskspaceError("the engine said no"))
@@ -369,6 +371,22 @@ async def test_a_finished_step_is_written_with_the_next_write_and_kept_when_a_fa
     assert (stored.state, stored.failure_step, stored.failure_reason) == ("failed", "volume", "the engine said no")
     assert [(e.kind, e.step, e.to_state) for e in (await events_of(rt, ws.id))[-2:]] == [
         ("step", "volume", None), ("transition", "volume", "failed")]
+
+
+async def test_a_step_that_fails_at_once_is_named_as_the_failed_one(rt: Runtime, admin: User, board: Board) -> None:
+    ws, _ = await launch(rt, admin)
+    snap = await load(rt, ws.id)
+    async with StepTimer(rt, snap, Step.IMAGE):
+        pass
+    with pytest.raises(TaskspaceError):
+        async with StepTimer(rt, snap, Step.VOLUME):
+            raise TaskspaceError("no space left on the engine")
+
+    await driver._fail(rt, snap, TaskspaceError("no space left on the engine"))
+    stored = await stored_workspace(rt, ws.id)
+    assert (stored.state, stored.step, stored.failure_step) == ("failed", "volume", "volume")
+    assert [(e.kind, e.step, e.status) for e in (await events_of(rt, ws.id))[-2:]] == [
+        ("step", "image", "ok"), ("transition", "volume", None)]
 
 
 async def test_a_failure_is_recorded_on_the_workspace_as_it_is_when_it_changed_meanwhile(

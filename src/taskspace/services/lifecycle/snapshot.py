@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -10,13 +11,15 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from taskspace.core.errors import NotFound, StaleWrite
+from taskspace.core.errors import NotFound, StaleWrite, TaskspaceError
 from taskspace.core.states import State, Step, can_transition
 from taskspace.db.engine import transaction
 from taskspace.db.models import Event, GitToken, Project, Ticket, User, Workspace, WorkspaceRepo, utcnow
 from taskspace.gitops.runner import GitCredential
 from taskspace.services import git_tokens, notifications
 from taskspace.services.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -127,8 +130,13 @@ async def transition(rt: Runtime, snap: Snapshot, to: State, *, actor: str = "ta
 
 
 class StepTimer:
-    """Marks a step as current, then records its outcome as a step event with its duration,
-    written with the next write (see :attr:`Snapshot.unwritten_events`)."""
+    """Marks a step as current, then records its outcome as a step event with its duration.
+
+    Both go with the next write (:attr:`Snapshot.unwritten_events`): most steps take a few
+    milliseconds, about what a write costs. A step still running after :attr:`SHOWN_AFTER` is
+    written as current then, while it runs, so that people watching see it."""
+
+    SHOWN_AFTER = 0.05
 
     def __init__(self, rt: Runtime, snap: Snapshot, step: Step):
         self.rt, self.snap, self.step = rt, snap, step
@@ -136,19 +144,45 @@ class StepTimer:
         self.values: dict[str, Any] = {}
         self.status = "ok"
         self.reason: str | None = None
+        self._shown: asyncio.Task[None] | None = None
+        self._showing = False
 
     async def __aenter__(self) -> StepTimer:
-        await apply(self.rt, self.snap, {"step": self.step.value})
+        # In memory at once: the next write carries it, a failure's among them.
+        self.snap.ws.step = self.snap.unwritten_values["step"] = self.step.value
         delay = self.rt.settings.failpoint_delays.get(self.step.value)
         if delay:
             # Testing hook (TASKSPACE_FAILPOINTS): hold the step open so a test can kill the server here.
+            await apply(self.rt, self.snap, {})
             await asyncio.sleep(delay)
+        else:
+            self._shown = asyncio.create_task(self._show())
         self.started = time.monotonic()
         return self
 
+    async def _show(self) -> None:
+        await asyncio.sleep(self.SHOWN_AFTER)
+        self._showing = True  # from here on it is waited for, never cancelled mid-write
+        await apply(self.rt, self.snap, {})
+
+    async def _settle_shown(self) -> None:
+        """Cancel writing the step as current if it has not begun; else wait until it is written."""
+        if self._shown is None:
+            return
+        if not self._showing:
+            self._shown.cancel()
+        await asyncio.wait([self._shown])
+        if not self._shown.cancelled() and (error := self._shown.exception()) is not None:
+            raise error
+
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         if exc is not None:
+            try:
+                await self._settle_shown()
+            except TaskspaceError as shown_error:  # the step's own failure is what to report
+                log.info("workspace %s: step %s not shown: %s", self.snap.id, self.step, shown_error.message)
             return  # the driver records the failure with its reason
+        await self._settle_shown()
         elapsed = time.monotonic() - self.started
         self.snap.unwritten_values.update(self.values)
         for key, value in self.values.items():
