@@ -103,10 +103,12 @@ class CountingProxy:
 
         async def close() -> None:
             server.close()
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)  # ended, not destroyed pending
+            # Until none is left: a cancelled connection's handler still ends the tasks it made,
+            # and a task left pending when the loop closes is reported as destroyed.
+            while tasks := [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(close(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
