@@ -282,7 +282,8 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
         which is followed by building the owned image in the background for the next ones."""
 
         def work() -> tuple[Container, _Owned | None]:
-            owned = self._owned_image(spec)
+            # A container made before (a start, a claimed spare) has its /workspace already.
+            owned = None if state.get("container") else self._owned_image(spec)
             kwargs = specs.workspace_container_kwargs(spec)
             if owned is not None and owned.exists:
                 kwargs["image"] = owned.ref
