@@ -65,8 +65,9 @@ def is_root(user: str) -> bool:
 def handover_script(user: str) -> str:
     """Run as root in a new workspace: give /workspace to ``user`` (as Docker's ``--user`` takes
     it) before the first clone, resolved in the container's own user database, and print the
-    ``uid:gid`` it was given to (a group given by name stays a name). A user it does not know is left alone (nothing printed): the
-    clone then says which uid it runs as (:data:`NOT_WRITABLE_EXIT`)."""
+    ``uid:gid`` it was given to (a group given by name stays a name). A user it does not know
+    is left alone and nothing is printed: the clone then says which uid it runs as
+    (:data:`NOT_WRITABLE_EXIT`)."""
     name, _, group = user.partition(":")
     return "\n".join([
         "set -e",

@@ -26,7 +26,7 @@ from sqlalchemy import Row, select, update
 from taskspace.core.errors import BackendError
 from taskspace.core.states import Desired, State
 from taskspace.db.engine import transaction
-from taskspace.db.models import Event, Orphan, Workspace, utcnow
+from taskspace.db.models import NOT_PURGED, Event, Orphan, Workspace, utcnow
 from taskspace.plugins.backends.base import OwnedResource
 from taskspace.services import activity, housekeeping, leases, metrics, policy, pool, redaction, tracker_sync
 from taskspace.services.lifecycle.driver import drive, next_phase
@@ -204,7 +204,7 @@ class Reconciler:
             result = await session.execute(
                 select(Workspace.id, Workspace.state, Workspace.desired, Workspace.version,
                        Workspace.purge_retry_at, Workspace.purge_due_at)
-                .where(Workspace.state != State.PURGED.value))
+                .where(NOT_PURGED))
             return list(result.all())
 
     async def _restart_stopped_by_engine(self, rows: list[Row], running: set[str], report: PassReport) -> None:

@@ -33,7 +33,16 @@ from sqlalchemy.orm import InstrumentedAttribute
 from taskspace.core.errors import BackendError
 from taskspace.core.states import State
 from taskspace.db.engine import transaction
-from taskspace.db.models import Base, Event, Meta, Notification, WebhookDelivery, Workspace, utcnow
+from taskspace.db.models import (
+    NOT_PURGED,
+    Base,
+    Event,
+    Meta,
+    Notification,
+    WebhookDelivery,
+    Workspace,
+    utcnow,
+)
 from taskspace.plugins.backends.base import SupportsStoragePath
 from taskspace.services import notifications, rounds
 from taskspace.services.lifecycle.prepare import build_log_path
@@ -262,11 +271,11 @@ async def prune(rt: Runtime, report: HousekeepingReport | None = None) -> Housek
     report = report or HousekeepingReport()
     settings = rt.settings
     cutoff = utcnow() - timedelta(days=settings.retention_days)
-    live = select(Workspace.id).where(Workspace.state != State.PURGED.value)
+    live = select(Workspace.id).where(NOT_PURGED)
 
     async with rt.readers() as session:
         plans = (await session.execute(
-            select(Workspace.image, Workspace.plan).where(Workspace.state != State.PURGED.value))).all()
+            select(Workspace.image, Workspace.plan).where(NOT_PURGED))).all()
     keep = {build_log_path(rt, ref).name for image, plan in plans for ref in _image_refs(image, plan)}
     report.build_logs = await asyncio.to_thread(_delete_old_files, settings.logs_dir / "builds", cutoff, keep)
 

@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from taskspace.core.errors import TaskspaceError
 from taskspace.core.states import Desired, State
 from taskspace.db.engine import transaction
-from taskspace.db.models import Event, Project, User, Workspace, WorkspaceRepo, utcnow
+from taskspace.db.models import NOT_PURGED, Event, Project, User, Workspace, WorkspaceRepo, utcnow
 from taskspace.services.lifecycle import plan as plans
 from taskspace.services.lifecycle.plan import Plan
 from taskspace.services.lifecycle.preflight import PreflightInput, PreflightResult, RepoChoice, run_preflight
@@ -164,7 +164,7 @@ class Keeper:
             return list(await session.execute(
                 select(Workspace.id, Workspace.project_id, Workspace.state, Workspace.desired, Workspace.pool_key,
                        Workspace.created_at, Workspace.updated_at, Workspace.version)
-                .where(Workspace.ticket_id.is_(None), Workspace.state != State.PURGED.value)
+                .where(Workspace.ticket_id.is_(None), NOT_PURGED)
                 .order_by(Workspace.created_at)))
 
     async def _keep(self, project: Project, spares: list[Row[Any]], report: PoolReport, *, force: bool) -> None:
@@ -277,7 +277,7 @@ async def status(session: AsyncSession, projects: list[Project]) -> dict[int, Po
     found = {p.id: PoolStatus(size=p.warm_pool) for p in projects}
     rows = await session.execute(
         select(Workspace.project_id, Workspace.state, func.count(), func.max(Workspace.failure_reason))
-        .where(Workspace.ticket_id.is_(None), Workspace.state != State.PURGED.value,
+        .where(Workspace.ticket_id.is_(None), NOT_PURGED,
                Workspace.desired != Desired.PURGED.value, Workspace.project_id.in_(found))
         .group_by(Workspace.project_id, Workspace.state))
     for project_id, state, count, error in rows:

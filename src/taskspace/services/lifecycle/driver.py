@@ -6,6 +6,7 @@ import logging
 import time
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import partial
 
 from taskspace.core.errors import BackendError, EngineUnreachable, StaleWrite, TaskspaceError
 from taskspace.core.states import Desired, State
@@ -64,14 +65,14 @@ async def _prepare(rt: Runtime, snap: Snapshot) -> None:
     await image_step(rt, snap, plan)
     await volume_step(rt, snap, plan)
     await container_step(rt, snap, plan)
+    cloned = partial(transition, rt, snap, State.STARTING, reason="repositories ready")
     if plan.services:  # they start after the clone, before the startup script
         await clone_step(rt, snap, plan)
-        await transition(rt, snap, State.STARTING, reason="repositories ready")
+        await cloned()
         await _start(rt, snap, resumed=False)
         return
     # Nothing to start in between: the clone and the startup script share one exec.
-    await clone_then_startup(rt, snap, plan, cloned=lambda: transition(
-        rt, snap, State.STARTING, reason="repositories ready"))
+    await clone_then_startup(rt, snap, plan, cloned=cloned)
     await _ready(rt, snap, started)
 
 

@@ -295,11 +295,11 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
                 logs = container.logs(tail=20).decode(errors="replace").strip()
                 raise BackendError(f"The workspace container stopped right after starting: {logs or 'no output'}",
                                    hint="Check that the image has /bin/sh and does not exit on start.")
-            return container, owned if created and owned is not None and not owned.exists else None
+            return container, owned if created else None
 
-        container, hand_over = await self._run(work)
-        if hand_over is not None:
-            await self._hand_over(spec, hand_over)
+        container, owned = await self._run(work)
+        if owned is not None and not owned.exists:
+            await self._hand_over(spec, owned)
         return {**state, "container": container.id}
 
     def _owned_image(self, spec: WorkspaceSpec) -> _Owned | None:
