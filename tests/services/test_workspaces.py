@@ -17,7 +17,7 @@ from taskspace.db.engine import transaction
 from taskspace.db.models import Event, GitToken, Project, Repo, User, Workspace, WorkspaceRepo
 from taskspace.services import git_tokens, tickets, workspaces
 from taskspace.services.lifecycle import driver
-from taskspace.services.lifecycle.snapshot import StepTimer, load
+from taskspace.services.lifecycle.snapshot import StepTimer, load, transition
 from taskspace.services.runtime import Runtime
 from taskspace.services.workspaces import LaunchRequest
 from taskspace.testing.git_server import GitHttpServer
@@ -401,6 +401,30 @@ async def test_a_failure_is_recorded_on_the_workspace_as_it_is_when_it_changed_m
     stored = await stored_workspace(rt, ws.id)
     assert (stored.state, stored.failure_step, stored.version) == ("failed", "volume", 8)
     assert "image" not in [e.step for e in await events_of(rt, ws.id)]  # went with the stale snapshot
+
+
+async def test_a_follower_is_never_shown_a_state_without_the_events_that_led_to_it(
+        rt: Runtime, admin: User, board: Board, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The workspace moves on between two reads of a follower's request: the state it is told
+    # must not be newer than the events it is given, or a CLI waiting for a state stops before
+    # printing the last step and transition.
+    ws, _ = await launch(rt, admin)
+    read_events = workspaces.events
+
+    async def events_then_a_transition(**kwargs: object) -> list[Event]:
+        found = await read_events(**kwargs)  # type: ignore[arg-type]
+        snap = await load(rt, ws.id)
+        if snap.state == State.REQUESTED:
+            await transition(rt, snap, State.PREPARING, reason="moved on meanwhile")
+        return found
+
+    monkeypatch.setattr(workspaces, "events", events_then_a_transition)
+    seen, found = await workspaces.wait_for_events(rt, workspace_id=ws.id, after=0, timeout=0)
+    last = [e.to_state for e in found if e.kind == "transition"][-1]
+    assert (seen.state, last) == ("requested", "requested")
+
+    seen, found = await workspaces.wait_for_events(rt, workspace_id=ws.id, after=0, timeout=0)
+    assert seen.state == "preparing" and found[-1].to_state == "preparing"
 
 
 async def stored_workspace(rt: Runtime, workspace_id: str) -> Workspace:

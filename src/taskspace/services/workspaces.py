@@ -418,21 +418,24 @@ async def events(*, session: AsyncSession, workspace_id: str, after: int = 0) ->
 
 
 async def wait_for_events(rt: Runtime, *, workspace_id: str, after: int, timeout: float,
-                          until: set[State] | None = None) -> list[Event]:
-    """New events after ``after``, waiting up to ``timeout`` seconds for the first one; with
-    ``until``, for the workspace to be in one of those states (the events are then all that
-    came meanwhile: a script that waits for ``ready`` asks once, not once per step)."""
+                          until: set[State] | None = None) -> tuple[Workspace, list[Event]]:
+    """The workspace and its new events after ``after``, waiting up to ``timeout`` seconds for
+    the first one; with ``until``, for the workspace to be in one of those states (the events
+    are then all that came meanwhile: a script that waits for ``ready`` asks once, not once per
+    step). The workspace is read before its events, so the events always reach its state: a
+    follower that stops at ``ready`` has seen the step and transition that led there."""
     deadline = time.monotonic() + timeout
     wanted = {s.value for s in until or ()}
     while True:
         seen = rt.bus.generation
         async with rt.readers() as session:
+            ws = await session.get(Workspace, workspace_id)
+            if ws is None:
+                raise NotFound(f"Workspace {workspace_id} no longer exists.")
             found = await events(session=session, workspace_id=workspace_id, after=after)
-            settled = bool(wanted) and await session.scalar(
-                select(Workspace.state).where(Workspace.id == workspace_id)) in wanted
         left = deadline - time.monotonic()
-        if (settled if wanted else found) or left <= 0:
-            return found
+        if (ws.state in wanted if wanted else found) or left <= 0:
+            return ws, found
         # Woken by any workspace's events; also looks again every half second for events
         # written by other processes.
         await rt.bus.wait(min(0.5, left), since=seen)

@@ -101,10 +101,8 @@ async def events(ref: str, rt: RuntimeDep, user: UserDep, after: int = Query(0, 
     with ``until``, as soon as the workspace is in one of those states."""
     async with rt.readers() as session:
         ws = await workspaces.find(session=session, user=user, ref=ref)
-    found = await workspaces.wait_for_events(rt, workspace_id=ws.id, after=after, timeout=wait,
-                                             until=set(until) if until else None)
-    async with rt.readers() as session:
-        ws = await workspaces.find(session=session, user=user, ref=ws.id)
+    ws, found = await workspaces.wait_for_events(rt, workspace_id=ws.id, after=after, timeout=wait,
+                                                 until=set(until) if until else None)
     return EventsOut(workspace=WorkspaceOut.of(ws, rt.settings.base_url), events=[EventOut.of(e) for e in found])
 
 
