@@ -12,6 +12,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from taskspace.db import sqlite
+
 READONLY = "taskspace_readonly"
 
 
@@ -28,7 +30,8 @@ def create_engine(url: str) -> AsyncEngine:
         if not path.exists():
             # The database holds encrypted tokens and token hashes: private from the start.
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-    engine = create_async_engine(url, connect_args={"timeout": 30}, pool_reset_on_return=None)
+    # aiosqlite (``settings`` turns every SQLite URL into one of it), a round trip per statement.
+    engine = create_async_engine(url, connect_args={"timeout": 30}, pool_reset_on_return=None, module=sqlite.dbapi())
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -44,7 +47,8 @@ def create_engine(url: str) -> AsyncEngine:
     def _on_reset(dbapi_conn: Any, record: Any, state: Any) -> None:
         # In place of the pool's rollback of every connection it gets back: only of one still in
         # a transaction. A session has ended its own by then, and each call on an aiosqlite
-        # connection is a round trip through the connection's thread (three context switches).
+        # connection is a round trip through the connection's thread.
+        dbapi_conn.take_begin()  # a transaction that ran no statement never began
         if state.asyncio_safe and record.driver_connection.in_transaction:
             dbapi_conn.rollback()
 
@@ -52,9 +56,7 @@ def create_engine(url: str) -> AsyncEngine:
     def _on_begin(conn: Any) -> None:
         # Readers take no write lock, so they never wait for (or hold up) a writer.
         statement = "BEGIN" if conn.get_execution_options().get(READONLY) else "BEGIN IMMEDIATE"
-        # On the driver's connection: one round trip through its thread, where a statement of
-        # SQLAlchemy's takes three (open a cursor, execute, close it).
-        conn.connection.dbapi_connection.run_async(lambda driver: driver.execute(statement))
+        conn.connection.dbapi_connection.begin_with_next_statement(statement)
 
     return engine
 
