@@ -19,7 +19,8 @@ READONLY = "taskspace_readonly"
 
 def create_engine(url: str) -> AsyncEngine:
     """An async engine. SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE`` transactions,
-    so concurrent writers wait for each other instead of failing on a lock upgrade."""
+    so concurrent writers wait for each other instead of failing on a lock upgrade; readers
+    none (``create_sessionmaker``)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -46,24 +47,24 @@ def create_engine(url: str) -> AsyncEngine:
     @event.listens_for(engine.sync_engine, "reset")
     def _on_reset(dbapi_conn: Any, record: Any, state: Any) -> None:
         # In place of the pool's rollback of every connection it gets back: only of one still in
-        # a transaction. A session has ended its own by then, and each call on an aiosqlite
-        # connection is a round trip through the connection's thread.
-        dbapi_conn.take_begin()  # a transaction that ran no statement never began
-        if state.asyncio_safe and record.driver_connection.in_transaction:
+        # a transaction (a session has ended its own by then).
+        if state.asyncio_safe:
             dbapi_conn.rollback()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        # Readers take no write lock, so they never wait for (or hold up) a writer.
-        statement = "BEGIN" if conn.get_execution_options().get(READONLY) else "BEGIN IMMEDIATE"
-        conn.connection.dbapi_connection.begin_with_next_statement(statement)
+        # A reader begins no transaction: each of its statements reads on its own, as on
+        # PostgreSQL (READ COMMITTED). It never waits for a writer and keeps no snapshot open
+        # between its statements. A writer takes the write lock with its first statement.
+        if not conn.get_execution_options().get(READONLY):
+            conn.connection.dbapi_connection.begin_with_next_statement("BEGIN IMMEDIATE")
 
     return engine
 
 
 def create_sessionmaker(engine: AsyncEngine, *, readonly: bool = False) -> async_sessionmaker[AsyncSession]:
-    """Sessions for writing, or (``readonly``) for reading only: on SQLite the latter begin a
-    deferred transaction instead of taking the write lock."""
+    """Sessions for writing, or (``readonly``) for reading only: on SQLite the latter begin no
+    transaction (each statement reads on its own) instead of taking the write lock."""
     bind = engine.execution_options(**{READONLY: True}) if readonly else engine
     return async_sessionmaker(bind, expire_on_commit=False)
 

@@ -5,8 +5,8 @@ through the event loop: a round trip costs two thread switches and a wake-up of 
 than most of this application's statements take to run. SQLAlchemy's adapter makes four per
 statement (open a cursor, execute, fetch the rows, close the cursor), and the engine's
 ``BEGIN`` was one more. Here a statement is one call: the transaction's ``BEGIN`` (with its
-first statement), the statement, its rows. A transaction that runs no statement costs
-nothing.
+first statement), the statement, its rows. Ending a transaction that never began (no
+statement ran, or a reader's, which begins none) costs nothing.
 
 Built on SQLAlchemy's aiosqlite adapter (``sqlalchemy.dialects.sqlite.aiosqlite``) and on
 aiosqlite's queue of calls for its thread (``Connection._execute``), as that adapter is:
@@ -148,11 +148,13 @@ class Connection(AsyncAdapt_aiosqlite_connection):
         return begin
 
     def rollback(self) -> None:
-        if self.take_begin() is None:  # else the transaction never began
+        self.take_begin()  # a BEGIN still pending never began a transaction
+        if self._connection.in_transaction:  # else there is nothing to end: no round trip
             super().rollback()
 
     def commit(self) -> None:
-        if self.take_begin() is None:
+        self.take_begin()
+        if self._connection.in_transaction:
             super().commit()
 
 
