@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import socket
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -35,6 +37,18 @@ class Runtime:
     redactor: SecretRedactor = field(default_factory=SecretRedactor)
     #: Identifies this process as a lease holder: host name and pid.
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    #: Held by the page or listing being computed, when the database is SQLite (see ``turn``).
+    turns: asyncio.Semaphore | None = None
+
+    def turn(self) -> AbstractAsyncContextManager[object]:
+        """Hold while computing a page or listing from the database, with nothing else in
+        between (no engine, git or tracker call). On SQLite that is all this process's own
+        work, and pages computed interleaved all finish late: eight at once take about eight
+        times one's time each. Taking turns in the order they came, they are served as many
+        per second and the slowest waits far less (measured: the board's p95 under eight
+        connections, 115 ms interleaved, 70 ms in turn). A database server works elsewhere
+        while a page waits for it: no turns there."""
+        return self.turns if self.turns is not None else nullcontext()
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -89,4 +103,5 @@ async def build_runtime(settings: Settings) -> Runtime:
         mirrors=Mirrors(settings.mirrors_dir),
         vault=open_vault(settings),
         installation=installation,
+        turns=asyncio.Semaphore(1) if engine.dialect.name == "sqlite" else None,
     )

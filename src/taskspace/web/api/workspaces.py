@@ -50,15 +50,16 @@ async def list_workspaces(rt: RuntimeDep, session: ReaderDep, user: UserDep,
                                                      "previous page; leave out for the first")) -> WorkspacePageOut:
     """Your workspaces (or everyone's), newest first, a page at a time: follow `next` (or pass
     `next_cursor` as `cursor`) until it is null; `total` counts them all."""
-    page = await workspaces.list_page(session=session, user=user, include_purged=all, everyone=everyone,
-                                      limit=limit, cursor=cursor)
-    following = None
-    if page.next_cursor is not None:
-        query = urlencode({"all": str(all).lower(), "everyone": str(everyone).lower(), "limit": limit,
-                           "cursor": page.next_cursor})
-        following = f"{rt.settings.base_url}/api/v1/workspaces?{query}"
-    return WorkspacePageOut(items=[WorkspaceOut.of(w, rt.settings.base_url) for w in page.items], total=page.total,
-                            next_cursor=page.next_cursor, next=following)
+    async with rt.turn():
+        page = await workspaces.list_page(session=session, user=user, include_purged=all, everyone=everyone,
+                                          limit=limit, cursor=cursor)
+        following = None
+        if page.next_cursor is not None:
+            query = urlencode({"all": str(all).lower(), "everyone": str(everyone).lower(), "limit": limit,
+                               "cursor": page.next_cursor})
+            following = f"{rt.settings.base_url}/api/v1/workspaces?{query}"
+        return WorkspacePageOut(items=[WorkspaceOut.of(w, rt.settings.base_url) for w in page.items],
+                                total=page.total, next_cursor=page.next_cursor, next=following)
 
 
 @router.get("/{ref}", response_model=WorkspaceOut)

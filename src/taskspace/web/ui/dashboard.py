@@ -56,15 +56,17 @@ def percent(value: float | None) -> str:
 
 @router.get("/dashboard")
 async def dashboard_page(request: Request, user: PageUser) -> Response:
-    async with _rt(request).readers() as session:
-        view = await metrics.dashboard(session=session, user=user, now=utcnow())
-    return render(request, "dashboard.html", nav="dashboard", view=view, size=size, duration=duration,
-                  percent=percent, interval=_rt(request).settings.metrics_interval)
+    rt = _rt(request)
+    async with rt.turn():
+        async with rt.readers() as session:
+            view = await metrics.dashboard(session=session, user=user, now=utcnow())
+        return render(request, "dashboard.html", nav="dashboard", view=view, size=size, duration=duration,
+                      percent=percent, interval=rt.settings.metrics_interval)
 
 
 @router.get("/dashboard.csv")
 async def dashboard_csv(request: Request, user: PageUser) -> Response:
-    async with _rt(request).readers() as session:
+    async with _rt(request).turn(), _rt(request).readers() as session:
         text = await metrics.running_csv(session=session, user=user, now=utcnow())
     return Response(text, media_type="text/csv; charset=utf-8", headers={
         "Content-Disposition": 'attachment; filename="running-workspaces.csv"', "Cache-Control": "no-store"})
@@ -72,6 +74,6 @@ async def dashboard_csv(request: Request, user: PageUser) -> Response:
 
 @router.get("/metrics")
 async def prometheus(request: Request, user: UserDep) -> Response:
-    async with _rt(request).readers() as session:
+    async with _rt(request).turn(), _rt(request).readers() as session:
         text = await metrics.prometheus(session=session, user=user, now=utcnow())
     return Response(text, media_type=PROMETHEUS_TEXT, headers={"Cache-Control": "no-store"})

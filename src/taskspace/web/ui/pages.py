@@ -77,10 +77,12 @@ async def board_page(request: Request, user: PageUser, project: str | None = Que
                      q: str = Query("", max_length=200), status: str | None = Query(None, max_length=100),
                      page: int = Query(1, ge=1, le=board.MAX_PAGE)) -> Response:
     """The board; with ``status``, that column alone, a page at a time."""
-    async with _rt(request).readers() as session:
-        view = await board.board(session=session, user=user, project=project or None, text=q,
-                                 status=status or None, page=page)
-    return render(request, "board.html", nav="board", board=view)
+    rt = _rt(request)
+    async with rt.turn():
+        async with rt.readers() as session:
+            view = await board.board(session=session, user=user, project=project or None, text=q,
+                                     status=status or None, page=page)
+        return render(request, "board.html", nav="board", board=view)
 
 
 @router.get("/w/{key}/launch")
