@@ -422,20 +422,29 @@ async def wait_for_events(rt: Runtime, *, workspace_id: str, after: int, timeout
     """The workspace and its new events after ``after``, waiting up to ``timeout`` seconds for
     the first one; with ``until``, for the workspace to be in one of those states (the events
     are then all that came meanwhile: a script that waits for ``ready`` asks once, not once per
-    step). The workspace is read before its events, so the events always reach its state: a
-    follower that stops at ``ready`` has seen the step and transition that led there."""
+    step). The workspace is as of its events — a follower that stops at ``ready`` has seen the
+    step and transition that led there, and one told ``starting`` has not been given them yet:
+    a change of state bumps the row's version and writes its events in one transaction, and one
+    statement reads the version, the state and the events."""
     deadline = time.monotonic() + timeout
     wanted = {s.value for s in until or ()}
+    stmt = (select(Workspace.version, Workspace.state, Event)
+            .outerjoin(Event, (Event.workspace_id == Workspace.id) & (Event.id > after))
+            .where(Workspace.id == workspace_id).order_by(Event.id))
     while True:
         seen = rt.bus.generation
         async with rt.readers() as session:
-            ws = await session.get(Workspace, workspace_id)
-            if ws is None:
+            rows = (await session.execute(stmt)).all()
+            if not rows:
                 raise NotFound(f"Workspace {workspace_id} no longer exists.")
-            found = await events(session=session, workspace_id=workspace_id, after=after)
-        left = deadline - time.monotonic()
-        if (ws.state in wanted if wanted else found) or left <= 0:
-            return ws, found
+            version, state = rows[0][0], rows[0][1]
+            found = [event for _, _, event in rows if event is not None]
+            left = deadline - time.monotonic()
+            if (state in wanted if wanted else found) or left <= 0:
+                ws = await session.get(Workspace, workspace_id)
+                if ws is not None and ws.version == version:  # else it moved on since: again
+                    return ws, found
+                continue
         # Woken by any workspace's events; also looks again every half second for events
         # written by other processes.
         await rt.bus.wait(min(0.5, left), since=seen)
