@@ -35,7 +35,7 @@ def _run(conn: sqlite3.Connection, begin: str | None, sql: str, params: Any, man
     """In the connection's thread: ``begin``, then the statement; its description, row count,
     last row id and rows."""
     if begin:
-        conn.execute(begin).close()
+        _begin(conn, begin)
     cursor = conn.cursor()
     try:
         if many:
