@@ -66,7 +66,8 @@ async def dashboard_page(request: Request, user: PageUser) -> Response:
 
 @router.get("/dashboard.csv")
 async def dashboard_csv(request: Request, user: PageUser) -> Response:
-    async with _rt(request).turn(), _rt(request).readers() as session:
+    rt = _rt(request)
+    async with rt.turn(), rt.readers() as session:
         text = await metrics.running_csv(session=session, user=user, now=utcnow())
     return Response(text, media_type="text/csv; charset=utf-8", headers={
         "Content-Disposition": 'attachment; filename="running-workspaces.csv"', "Cache-Control": "no-store"})
@@ -74,6 +75,7 @@ async def dashboard_csv(request: Request, user: PageUser) -> Response:
 
 @router.get("/metrics")
 async def prometheus(request: Request, user: UserDep) -> Response:
-    async with _rt(request).turn(), _rt(request).readers() as session:
+    rt = _rt(request)
+    async with rt.turn(), rt.readers() as session:
         text = await metrics.prometheus(session=session, user=user, now=utcnow())
     return Response(text, media_type=PROMETHEUS_TEXT, headers={"Cache-Control": "no-store"})
