@@ -152,11 +152,13 @@ def test_a_launch_claims_a_prebuilt_workspace_and_moves_it_to_the_ticket(
     # No pool: the spares go, with their containers, volumes and services.
     set_pool(stack, 0)
     wait_pool(stack, ready=0)
+    # The purge removes containers, then networks, then volumes: wait for all of them.
+    owned = {"label": [f"taskspace.workspace={rebuilt}"]}
     deadline = time.monotonic() + 60
-    while spares(docker_client, stack):
-        assert time.monotonic() < deadline
+    while left := (spares(docker_client, stack) or docker_client.containers.list(all=True, filters=owned)
+                   or docker_client.volumes.list(filters=owned)):
+        assert time.monotonic() < deadline, left
         time.sleep(0.3)
-    assert not docker_client.volumes.list(filters={"label": [f"taskspace.workspace={rebuilt}"]})
 
 
 def test_a_launch_that_does_not_match_the_pool_builds_its_own_workspace(
