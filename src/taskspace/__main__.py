@@ -1,3 +1,3 @@
-from taskspace.cli.main import main
+from taskspace.cli import run
 
-main()
+run()

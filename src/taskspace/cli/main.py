@@ -57,8 +57,15 @@ admin_app.add_typer(user_app, name="user")
 app.add_typer(admin_app, name="admin")
 app.add_typer(api_token_app, name="api-token")
 
+#: Set by a command that acts on the server's side: it ends with the interpreter's teardown
+#: (see :func:`taskspace.cli.run`).
+server_side = False
+
+
 def _settings(**overrides: Any) -> "Settings":
     """The server's settings (only commands that act on the server's side load them)."""
+    global server_side
+    server_side = True
     from taskspace.settings import load_settings
 
     try:
@@ -652,6 +659,3 @@ def ws_logs(key: str, startup: Annotated[bool, typer.Option("--startup", help="T
     which = "build" if build and not startup else "startup"
     sys.stdout.write(_client().call("GET", f"/workspaces/{_segment(key)}/logs/{which}"))
 
-
-def main() -> None:
-    app()
