@@ -30,6 +30,7 @@ from typing import Any, TypeVar, cast
 from taskspace.core.errors import GitError
 from taskspace.core.repo_url import RepoUrl
 from taskspace.gitops.runner import GitCredential, GitResult, run_git
+from taskspace.gitops.smart_http import Refs, SmartHttp
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,10 @@ class Mirrors:
         self.home = root / ".home"
         self._reads: OrderedDict[tuple[str, ...], tuple[Any, int]] = OrderedDict()
         self._read_bytes = 0
+        self.http = SmartHttp()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
 
     async def _remembered(self, key: tuple[str, ...], commit: str, read: Callable[[], Awaitable[T]],
                           size: Callable[[T], int]) -> T:
@@ -98,7 +103,12 @@ class Mirrors:
                 os.close(fd)
 
     async def ls_remote(self, repo: RepoUrl, credential: GitCredential | None, *, tags: bool = False) -> RemoteHeads:
-        """Ask the remote directly (an access check that writes nothing)."""
+        """Ask the remote directly (an access check that writes nothing): over HTTP without a
+        git process (``smart_http``), else with ``git ls-remote``."""
+        if repo.scheme in {"http", "https"}:
+            found = await self.http.ls_refs(repo, credential, tags=tags)
+            if found is not None:
+                return _heads(found, tags=tags)
         self.root.mkdir(parents=True, exist_ok=True)
         patterns = ["HEAD", "refs/heads/*", *(["refs/tags/*"] if tags else [])]
         result = await self._git(["ls-remote", "--symref", repo.url, *patterns],
@@ -249,6 +259,14 @@ class Mirrors:
                    sha: str, branch: str) -> None:
         await self._git(["push", "--quiet", "--no-verify", repo.url, f"{sha}:refs/heads/{branch}"],
                         cwd=mirror, credential=credential, timeout=600)
+
+
+def _heads(found: Refs, *, tags: bool) -> RemoteHeads:
+    return RemoteHeads(
+        default_branch=found.head.removeprefix("refs/heads/") if found.head else None,
+        branches={ref.removeprefix("refs/heads/"): oid for ref, oid in found.refs.items() if ref.startswith("refs/heads/")},
+        tags={ref.removeprefix("refs/tags/"): oid for ref, oid in found.refs.items() if ref.startswith("refs/tags/")}
+        if tags else {})
 
 
 def _parse_ls_remote(text: str) -> RemoteHeads:

@@ -51,6 +51,7 @@ class Runtime:
         return self.turns if self.turns is not None else nullcontext()
 
     async def close(self) -> None:
+        await self.mirrors.aclose()
         await self.engine.dispose()
 
 
