@@ -114,7 +114,7 @@ def clone_script(targets: list[CloneTarget], *, user_name: str | None, user_emai
     lines = [
         "set -u",
         f"command -v git >/dev/null 2>&1 || exit {NO_GIT_EXIT}",
-        (f"mkdir -p {q(LOG_DIR)} 2>/dev/null && test -w {q(WORKSPACE)} "
+        (f"{{ [ -d {q(LOG_DIR)} ] || mkdir -p {q(LOG_DIR)} 2>/dev/null; }} && test -w {q(WORKSPACE)} "
          f"|| {{ echo \"$(id -u):$(id -g)\"; exit {NOT_WRITABLE_EXIT}; }}"),
         "pids=''",
     ]
@@ -123,9 +123,12 @@ def clone_script(targets: list[CloneTarget], *, user_name: str | None, user_emai
         body = "\n".join("  " + line for line in _clone_one(t, user_name=user_name, user_email=user_email, spare=spare))
         lines.append(f"( set -eu\n{body}\n) >{q(out + '.out')} 2>{q(out + '.err')} </dev/null & pids=\"$pids $!\"")
     lines += ["code=0", "for pid in $pids; do wait \"$pid\" || { c=$?; [ \"$code\" -ne 0 ] || code=$c; }; done"]
-    for index in range(len(targets)):
-        out = f"{STATE_DIR}/clone-{index}"
-        lines.append(f"cat {q(out + '.out')}; cat {q(out + '.err')} >&2; rm -f {q(out + '.out')} {q(out + '.err')}")
+    # In order, one process per stream (the repositories are cloned at once, and each process
+    # started here is a millisecond or more of the launch).
+    outs = " ".join(q(f"{STATE_DIR}/clone-{index}.out") for index in range(len(targets)))
+    errs = " ".join(q(f"{STATE_DIR}/clone-{index}.err") for index in range(len(targets)))
+    if targets:
+        lines.append(f"cat {outs}; cat {errs} >&2; rm -f {outs} {errs}")
     lines.append('exit "$code"')
     return "\n".join(lines) + "\n"
 
