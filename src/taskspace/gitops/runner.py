@@ -95,11 +95,16 @@ async def run_git(
     secret = credential.password if credential else None
     result = GitResult(proc.returncode or 0, out, redact(err.decode(errors="replace"), secret))
     if check and result.returncode != 0:
-        error = GitError(f"git {args[0]} failed: {explain(result.stderr)}", hint=hint_for(result.stderr))
-        if refused_by_remote(result.stderr):
-            error.status_code = 422  # the input (URL, token, branch) is what is wrong, not this server
-        raise error
+        raise git_error(args[0], result.stderr)
     return result
+
+
+def git_error(command: str, stderr: str) -> GitError:
+    """The failure of ``git <command>`` with ``stderr``, explained, with what to do about it."""
+    error = GitError(f"git {command} failed: {explain(stderr)}", hint=hint_for(stderr))
+    if refused_by_remote(stderr):
+        error.status_code = 422  # the input (URL, token, branch) is what is wrong, not this server
+    return error
 
 
 def refused_by_remote(stderr: str) -> bool:

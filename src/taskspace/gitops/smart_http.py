@@ -10,7 +10,7 @@ the version 0 advertisement of servers that answer with it (gitprotocol-http).
 
 What it cannot read (a dumb HTTP server, an answer that is not git's) it leaves to
 ``git ls-remote``: :meth:`SmartHttp.ls_refs` returns None. Failures are reported in the words
-git uses, so that they are explained as git's are (:func:`taskspace.gitops.runner.explain`).
+git uses, so that they are explained as git's are (:func:`taskspace.gitops.runner.git_error`).
 Like the git processes of the server (see ``runner``), it uses no proxy from the environment
 and checks TLS against the system's trust store."""
 
@@ -26,7 +26,7 @@ import httpx
 
 from taskspace.core.errors import GitError
 from taskspace.core.repo_url import RepoUrl
-from taskspace.gitops.runner import GitCredential, explain, hint_for, refused_by_remote
+from taskspace.gitops.runner import GitCredential, git_error
 
 ADVERTISEMENT = "application/x-git-upload-pack-advertisement"
 RESULT = "application/x-git-upload-pack-result"
@@ -70,6 +70,11 @@ def read_pkts(data: bytes) -> list[bytes | None]:
 
 def _text(packet: bytes) -> str:
     return packet.decode(errors="replace").rstrip("\n")
+
+
+def _first(packets: list[bytes | None]) -> str:
+    """The first packet's text; "" when there is none or it is a flush."""
+    return _text(packets[0]) if packets and packets[0] is not None else ""
 
 
 def parse_v0(packets: list[bytes | None]) -> Refs:
@@ -145,14 +150,13 @@ class SmartHttp:
                 return None
             base = str(answer.url.copy_with(query=None)).removesuffix("/info/refs")
             packets = read_pkts(body)
-            if packets and packets[0] is not None and _text(packets[0]).startswith("# service="):
+            if _first(packets).startswith("# service="):
                 packets = packets[2:]  # the service line and its flush
-            if not packets or packets[0] is None or _text(packets[0]) != "version 2":
-                if packets and packets[0] is not None and _text(packets[0]) == "version 1":
-                    packets = packets[1:]
-                return parse_v0(packets)
+            version = _first(packets)
+            if version != "version 2":
+                return parse_v0(packets[1:] if version == "version 1" else packets)
             capabilities = [_text(p) for p in packets[1:] if p is not None]
-            if "ls-refs" not in capabilities and not any(c.startswith("ls-refs=") for c in capabilities):
+            if not any(c.partition("=")[0] == "ls-refs" for c in capabilities):
                 return None
             request = [pkt("command=ls-refs\n")]
             request += [pkt(c + "\n") for c in capabilities if c.startswith("object-format=")]
@@ -164,37 +168,32 @@ class SmartHttp:
                 headers={**headers, "Content-Type": "application/x-git-upload-pack-request", "Accept": RESULT})
             return parse_ls_refs(read_pkts(body)) if _type(answer) == RESULT else None
         except httpx.HTTPError as exc:
-            raise self._error(repo, f"fatal: unable to access '{repo.url}/': {_transport_reason(exc)}") from None
+            raise git_error("ls-remote", f"fatal: unable to access '{repo.url}/': {_transport_reason(exc)}") from None
         except ValueError as exc:  # not git's pkt-lines
-            raise self._error(repo, f"fatal: the remote's answer is not git's protocol: {exc}") from None
+            raise git_error("ls-remote", f"fatal: the remote's answer is not git's protocol: {exc}") from None
 
     async def _send(self, repo: RepoUrl, method: str, url: str, **options: Any) -> tuple[httpx.Response, bytes]:
         """The answer and its body (at most :data:`MAX_ANSWER` bytes); GitError for an error status."""
         async with self._client().stream(method, url, **options) as answer:
             if answer.status_code >= 400:
-                raise self._refused(repo, answer.status_code)
+                raise _refused(repo, answer.status_code)
             body = bytearray()
             async for chunk in answer.aiter_bytes():
                 body += chunk
                 if len(body) > MAX_ANSWER:
-                    raise self._error(repo, f"fatal: the answer of '{repo.url}/' is bigger than {MAX_ANSWER} bytes")
+                    raise git_error("ls-remote", f"fatal: the answer of '{repo.url}/' is bigger than {MAX_ANSWER} bytes")
         return answer, bytes(body)
 
-    def _refused(self, repo: RepoUrl, status: int) -> GitError:
-        if status == 401:
-            stderr = f"fatal: Authentication failed for '{repo.url}/'"
-        elif status == 404:
-            stderr = f"fatal: repository '{repo.url}/' not found"
-        else:
-            stderr = f"fatal: unable to access '{repo.url}/': The requested URL returned error: {status}"
-        return self._error(repo, stderr)
 
-    @staticmethod
-    def _error(repo: RepoUrl, stderr: str) -> GitError:
-        error = GitError(f"git ls-remote failed: {explain(stderr)}", hint=hint_for(stderr))
-        if refused_by_remote(stderr):
-            error.status_code = 422  # the input (URL, token) is what is wrong, not this server
-        return error
+def _refused(repo: RepoUrl, status: int) -> GitError:
+    """An error status of the remote, in the words git uses for it."""
+    if status == 401:
+        stderr = f"fatal: Authentication failed for '{repo.url}/'"
+    elif status == 404:
+        stderr = f"fatal: repository '{repo.url}/' not found"
+    else:
+        stderr = f"fatal: unable to access '{repo.url}/': The requested URL returned error: {status}"
+    return git_error("ls-remote", stderr)
 
 
 def _type(answer: httpx.Response) -> str:
