@@ -11,7 +11,8 @@ and the same workspace ids).
 
 The server then runs with ``DOCKER_HOST`` pointing at a counting proxy of the engine's socket.
 Measured: latency and throughput of the board page (signed in with a session cookie) and of
-``GET /api/v1/workspaces?everyone=true`` (its first page) under a closed-loop load generator,
+``GET /api/v1/workspaces?everyone=true`` (its first page) under a closed-loop load generator
+(``bench.load``, with the server's and its own CPU per request),
 and the time to list every workspace page after page; the duration of a
 reconcile pass (``POST /api/v1/reconcile``) and the engine requests it makes; and, for
 reference, one metrics sampling round (``?sample=true``) with its engine requests.
@@ -285,11 +286,11 @@ def _measure(server: BenchServer, proxy: CountingProxy, scale: Scale, log: Log, 
 
     log(f"scale[{label}]: board page under {scale.connections} connections for {scale.duration:g} s")
     result: dict[str, Any] = {"board_page": hammer(f"{url}/", connections=scale.connections,
-                                                   duration=scale.duration, cookies=cookies)}
+                                                   duration=scale.duration, cookies=cookies, server_pid=server.pid)}
     result["board_page"]["cards_hint"] = cards
     log(f"scale[{label}]: GET /api/v1/workspaces?everyone=true under {scale.connections} connections")
     result["workspaces_api"] = hammer(f"{url}/api/v1/workspaces?everyone=true", connections=scale.connections,
-                                      duration=scale.duration,
+                                      duration=scale.duration, server_pid=server.pid,
                                       headers={"Authorization": f"Bearer {server.process.token}"})
     first = server.expect(server.api.get("/workspaces", params={"everyone": "true"}), 200)
     result["workspaces_api"]["items"], result["workspaces_api"]["total"] = len(first["items"]), first["total"]
@@ -384,7 +385,8 @@ def _one_database(fixture: Fixture, scale: Scale, plan: Plan, label: str, databa
         result = {"database": label, "seeded": seeded,
                   **_measure(server, proxy, scale, log, label, sample_cap)}
         board, api, passes = result["board_page"], result["workspaces_api"], result["reconcile"]
-        log(f"scale[{label}]: board p50 {board['latency_seconds']['p50']} s ({board['requests_per_second']} req/s), "
+        log(f"scale[{label}]: board p50 {board['latency_seconds']['p50']} s ({board['requests_per_second']} req/s, "
+            f"{board.get('server_cpu_ms_per_request')} ms of server CPU each), "
             f"workspaces p50 {api['latency_seconds']['p50']} s ({api['requests_per_second']} req/s), "
             f"reconcile p50 {passes['seconds']['p50']} s with {passes['engine_requests_per_pass']} engine requests")
         return result

@@ -100,19 +100,20 @@ def print_tables(results: dict[str, Any], console: Console) -> None:
                             f"{scale.get('running_containers', 0)} running containers; "
                             f"{s['connections']} connections × {s['duration']:g} s; milliseconds",
                       title_justify="left")
-        for column in ("database", "board p50", "board p95", "board req/s", "workspaces p50", "workspaces p95",
-                       "workspaces req/s", "all workspaces", "reconcile p50", "reconcile p95", "engine req/pass",
+        for column in ("database", "board p50", "board p95", "board req/s", "board CPU/req", "workspaces p50",
+                       "workspaces p95", "workspaces req/s", "workspaces CPU/req", "all workspaces", "reconcile p50", "reconcile p95", "engine req/pass",
                        "sample round s"):
             table.add_column(column, justify="right")
         for name, db in scale.get("databases", {}).items():
             if "skipped" in db:
-                table.add_row(name, f"skipped: {db['skipped'][:80]}", *["-"] * 10)
+                table.add_row(name, f"skipped: {db['skipped'][:80]}", *["-"] * 12)
                 continue
             board, api, rec = db["board_page"], db["workspaces_api"], db["reconcile"]
             walk = api.get("all_pages")
             table.add_row(name, _ms(board["latency_seconds"]["p50"]), _ms(board["latency_seconds"]["p95"]),
-                          _s(board["requests_per_second"], 1), _ms(api["latency_seconds"]["p50"]),
-                          _ms(api["latency_seconds"]["p95"]), _s(api["requests_per_second"], 1),
+                          _s(board["requests_per_second"], 1), _s(board.get("server_cpu_ms_per_request"), 1),
+                          _ms(api["latency_seconds"]["p50"]), _ms(api["latency_seconds"]["p95"]),
+                          _s(api["requests_per_second"], 1), _s(api.get("server_cpu_ms_per_request"), 1),
                           f"{walk['items']} in {_ms(walk['seconds']['p50'])}" if walk else "-",
                           _ms(rec["seconds"]["p50"]), _ms(rec["seconds"]["p95"]), str(rec["engine_requests_per_pass"]),
                           _sample_round(db.get("metrics_sample_round")))

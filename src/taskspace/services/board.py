@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache, lru_cache
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
 from sqlalchemy import (
@@ -57,16 +57,15 @@ _CARD_COLUMNS = (Ticket.id, Ticket.project_id, Ticket.key, Ticket.title, Ticket.
 _newest_first = itemgetter(10, 0)
 
 
-@dataclass(slots=True, frozen=True)
-class CardWorkspace:
+class CardWorkspace(NamedTuple):
     state: str
     purge_due_at: datetime | None
 
 
-@dataclass(slots=True, frozen=True)
-class Card:
+class Card(NamedTuple):
     """Everything a card shows, computed: the page keeps a card's HTML for as long as the card
-    is equal (see ``web.ui.templating.board_card``), so the template must show nothing else."""
+    is equal (see ``web.ui.templating.board_card``), so the template must show nothing else.
+    A tuple: made, hashed and compared at C speed, 80 times per board."""
 
     key: str
     title: str
@@ -128,10 +127,6 @@ class Board:
         params.update(changes)
         query = urlencode({k: v for k, v in params.items() if v not in (None, "")})
         return f"/?{query}" if query else "/"
-
-
-def _days(since: datetime, now: datetime) -> int:
-    return max(0, (now - since).days)
 
 
 # Statements are built once per shape (which filters apply, which columns are shown), with bound
@@ -256,17 +251,15 @@ async def board(*, session: AsyncSession, user: User, project: str | None = None
             params[f"status_{i}"], params[f"category_{i}"] = s, c
         done = tuple(c == StatusCategory.DONE.value for _, c in columns)
         rows = list((await session.execute(cards_statement(done=done, **shape), params)).all())
-    by_id = {p.id: p for p in projects}
-    # Rows are read by position: reading a Row's column by name costs more than the card built from it.
+    by_id = {p.id: (p.name, bool(p.tracker_stale_since)) for p in projects}
+    # Rows are read by position, cards made by position: by name, both cost more than the card.
     for (_, project_id, key, title, row_status, category, assignee, url, reference, created_at, _,
          status_changed_at, workspace_state, purge_due_at) in sorted(rows, key=_newest_first, reverse=True):
-        info = by_id.get(project_id)
+        name, stale = by_id.get(project_id, ("?", False))
         columns[(row_status, category)].cards.append(Card(
-            key=key, title=title, status=row_status, project=info.name if info else "?",
-            project_stale=bool(info and info.tracker_stale_since), assignee=assignee, url=url,
-            reference=reference, created_at=created_at, age_days=_days(created_at, now),
-            status_days=_days(status_changed_at, now),
-            workspace=CardWorkspace(workspace_state, purge_due_at) if workspace_state else None))
+            key, title, row_status, name, stale, assignee, url, reference, created_at,
+            max(0, (now - created_at).days), max(0, (now - status_changed_at).days),
+            CardWorkspace(workspace_state, purge_due_at) if workspace_state else None))
     ordered = sorted(columns.values(), key=lambda c: (_CATEGORY_ORDER.get(c.category, 9), c.status))
     stale = [StaleTracker(p.name, p.tracker_stale_since, p.tracker_error) for p in projects
              if p.tracker_stale_since is not None and (project_id is None or p.id == project_id)]
