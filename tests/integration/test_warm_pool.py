@@ -74,6 +74,18 @@ def spares(client: docker.DockerClient, stack: Stack) -> dict[str, str | None]:
             and c["Labels"]["taskspace.workspace"] not in people}
 
 
+def held_shells(client: docker.DockerClient, workspace_id: str, want: int) -> int:
+    """Shells waiting for a script (``/bin/sh -s``) in the workspace's container: as soon as
+    there are ``want`` of them, else after 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        top = client.api.top(f"ts-{workspace_id}", ps_args="-eo pid,args")
+        found = sum(1 for p in top["Processes"] if p[1] == "/bin/sh -s")
+        if found == want or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.1)
+
+
 def set_pool(stack: Stack, size: int) -> None:
     response = stack.api("PATCH", f"/projects/{stack.project}", json={"warm_pool": size})
     assert response.status_code == 200, response.text
@@ -92,6 +104,8 @@ def test_a_launch_claims_a_prebuilt_workspace_and_moves_it_to_the_ticket(
     set_pool(stack, 1)
     wait_pool(stack, ready=1)
     (spare, service), = spares(docker_client, stack).items()
+    # The spare holds a shell waiting for the claim's script (no process to start then).
+    assert held_shells(docker_client, spare, 1) == 1
     # Pushed after the spare was built: the claim must bring it in.
     pushed = stack.git.commit(stack.primary, {"NEWS": "pushed after the spare was built\n"})
 
@@ -101,6 +115,7 @@ def test_a_launch_claims_a_prebuilt_workspace_and_moves_it_to_the_ticket(
 
     assert claimed["id"] == ws["id"] == spare
     assert ws["state"] == "ready", ws["failure_reason"]
+    assert held_shells(docker_client, spare, 0) == 0  # it ran the claim's script
     assert ws["startup_status"] == "ok"
     branch = ws["branch"]
     assert branch.startswith(f"{key}-add-the-login-page")

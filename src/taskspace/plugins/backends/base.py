@@ -257,6 +257,25 @@ class SupportsProcessList(ABC):
         ``workspace_ids`` (others are left out), with one engine call per running container."""
 
 
+class SupportsHeldShell(ABC):
+    """Capability: a shell started ahead of time in a running workspace, waiting for the one
+    script it will run. A spare of the warm pool holds one, so that the launch claiming it does
+    not wait for the engine to start a process (tens of milliseconds with runc)."""
+
+    @abstractmethod
+    async def hold_shell(self, workspace_id: str, *, user: str | None = None) -> None:
+        """Start ``/bin/sh`` as ``user`` in the running workspace, reading its script from
+        stdin, and keep it until ``shell_stream`` uses it or the workspace stops (a second call
+        for a workspace that holds one does nothing)."""
+
+    @abstractmethod
+    def shell_stream(self, workspace_id: str, script: str, *, user: str | None = None,
+                     env: dict[str, str] | None = None) -> AsyncGenerator[ExecChunk | int, None]:
+        """``exec_stream`` of ``/bin/sh -c script``, in the shell held for the workspace when it
+        holds one for ``user`` that is still running (``env`` exported first, stdin /dev/null),
+        else in a new exec."""
+
+
 class SupportsStoragePath(ABC):
     """Capability: where the engine keeps images, containers and volumes (for disk alerts)."""
 

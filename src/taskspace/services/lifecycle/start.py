@@ -14,7 +14,7 @@ from taskspace.core.workspace_scripts import (
     parse_status,
     startup_script,
 )
-from taskspace.plugins.backends.base import ExecChunk, ExecResult, ServiceRuntime
+from taskspace.plugins.backends.base import ExecChunk, ExecResult, ServiceRuntime, SupportsHeldShell
 from taskspace.services.lifecycle import plan as plans
 from taskspace.services.lifecycle.plan import Plan
 from taskspace.services.lifecycle.prepare import (
@@ -139,9 +139,11 @@ async def clone_then_startup(rt: Runtime, snap: Snapshot, plan: Plan,
     marker = CLONE_DONE_PREFIX.encode()
     script = (f"( {clone_command(snap)} )\ncode=$?\necho \"{CLONE_DONE_PREFIX}$code\"\n"
               f'[ "$code" -eq 0 ] || exit "$code"\n{_startup_command(rt, snap, plan)}')
-    stream = _Stream(rt.backend.exec_stream(
-        snap.id, ["/bin/sh", "-c", script], user=plans.exec_user(plan),
-        env=plans.command_env(plan, ticket=snap.key, branch=snap.ws.branch) or None))
+    user, env = plans.exec_user(plan), plans.command_env(plan, ticket=snap.key, branch=snap.ws.branch) or None
+    # A spare just claimed holds a shell waiting for this script (see hold_shell in driver).
+    stream = _Stream(rt.backend.shell_stream(snap.id, script, user=user, env=env)
+                     if isinstance(rt.backend, SupportsHeldShell)
+                     else rt.backend.exec_stream(snap.id, ["/bin/sh", "-c", script], user=user, env=env))
     try:
         async with StepTimer(rt, snap, Step.CLONE) as step:
             try:

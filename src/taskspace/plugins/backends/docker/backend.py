@@ -9,10 +9,13 @@ import io
 import json
 import logging
 import re
+import shlex
+import socket
 import tarfile
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterable
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -21,6 +24,7 @@ import docker
 import docker.auth
 import docker.errors
 import docker.utils
+import docker.utils.socket
 from docker.models.containers import Container
 from pydantic import Field
 
@@ -42,6 +46,7 @@ from taskspace.plugins.backends.base import (
     ResourceStats,
     ServiceRuntime,
     SupportsFileRead,
+    SupportsHeldShell,
     SupportsIdeAttach,
     SupportsLocalBaseImage,
     SupportsPorts,
@@ -78,6 +83,40 @@ def _engine_unreachable(exc: Exception) -> EngineUnreachable:
                         hint="Check that dockerd is running and that TASKSPACE_DOCKER_HOST points at it.")
 
 
+#: What a shell takes as a variable's name (others go to a new exec, which the engine sets).
+_SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass
+class _Started:
+    """A command started in a workspace: its exec, its output as (stdout, stderr) pairs, and
+    what to do once the output has ended."""
+
+    exec_id: str
+    output: Iterable[tuple[bytes | None, bytes | None]]
+    done: Callable[[], None] = lambda: None
+
+
+@dataclass
+class _HeldShell:
+    """``/bin/sh -s`` started in a workspace, waiting on the engine's connection for its script."""
+
+    exec_id: str
+    user: str
+    sock: Any  # the connection the engine hands over for the exec's stdin and output
+
+    def raw(self) -> socket.socket:
+        return getattr(self.sock, "_sock", self.sock)
+
+    def close(self) -> None:
+        """The shell reads the end of its input and exits."""
+        for end in (self.sock, self.raw()):
+            try:
+                end.close()
+            except OSError:
+                pass
+
+
 def _parse_time(value: str | None) -> datetime | None:
     if not value or value.startswith("0001-"):
         return None
@@ -88,7 +127,7 @@ def _parse_time(value: str | None) -> datetime | None:
 
 class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseImage, ChecksImages,
                     SupportsIdeAttach, SupportsTerminal, SupportsPorts, SupportsProcessList,
-                    SupportsStoragePath):
+                    SupportsStoragePath, SupportsHeldShell):
     name = "docker"
     config_model = DockerBackendConfig
     config: DockerBackendConfig
@@ -101,6 +140,7 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
         self._cpus: int | None = None
         self._owned_builds: set[str] = set()  # owned images built (or tried) by this process
         self._background: set[asyncio.Task[None]] = set()
+        self._held: dict[str, _HeldShell] = {}  # workspace id → its shell waiting for a script
 
     def service_host(self, network: str, workspace_id: str, service: str) -> str:
         return specs.service_host(network, workspace_id, service)
@@ -407,6 +447,8 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
         container.put_archive("/", _tar({INIT_MARKER: b"done\n"}))
 
     async def stop(self, workspace_id: str, state: dict[str, Any]) -> dict[str, Any]:
+        self._drop_held(workspace_id)
+
         def work() -> None:
             running = [c for c in self._owned_containers(workspace_id) if c.status in {"running", "restarting"}]
             # Stop the workspace first, then its services.
@@ -420,6 +462,8 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
         return state
 
     async def delete(self, workspace_id: str, state: dict[str, Any]) -> dict[str, Any]:
+        self._drop_held(workspace_id)
+
         def work() -> None:
             client = self._docker()
             for container in self._owned_containers(workspace_id):
@@ -484,19 +528,74 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
     async def exec_stream(self, workspace_id: str, argv: list[str], *, user: str | None = None,
                           env: dict[str, str] | None = None,
                           workdir: str | None = None) -> AsyncGenerator[ExecChunk | int, None]:
+        def start() -> _Started:
+            api = self._docker().api
+            exec_id = self._exec_create(workspace_id, argv, user, env, workdir)
+            return _Started(exec_id, api.exec_start(exec_id, stream=True, demux=True))
+        async with aclosing(self._stream(start)) as items:
+            async for item in items:
+                yield item
+
+    async def hold_shell(self, workspace_id: str, *, user: str | None = None) -> None:
+        if workspace_id in self._held:
+            return
+
+        def work() -> _HeldShell:
+            api = self._docker().api
+            exec_id = api.exec_create(specs.container_name(workspace_id), ["/bin/sh", "-s"], stdin=True,
+                                      user=user or "")["Id"]
+            return _HeldShell(exec_id, user or "", api.exec_start(exec_id, socket=True))
+        held = await self._run(work)
+        if self._held.setdefault(workspace_id, held) is not held:
+            held.close()
+
+    async def shell_stream(self, workspace_id: str, script: str, *, user: str | None = None,
+                           env: dict[str, str] | None = None) -> AsyncGenerator[ExecChunk | int, None]:
+        held = self._held.pop(workspace_id, None)
+
+        def start() -> _Started:
+            api = self._docker().api
+            if (held is not None and held.user == (user or "") and all(map(_SHELL_NAME.fullmatch, env or {}))
+                    and api.exec_inspect(held.exec_id).get("Running")):
+                raw = held.raw()
+                raw.settimeout(None)  # the script's output comes when it comes, as with an exec
+                exports = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in (env or {}).items())
+                # One compound command: the shell reads all of it before running any, and what
+                # it runs reads /dev/null, not the rest of the script.
+                raw.sendall(f"{{\n{exports}{script}\n}} </dev/null\n".encode())
+                raw.shutdown(socket.SHUT_WR)
+                frames = docker.utils.socket.frames_iter(held.sock, tty=False)
+                return _Started(held.exec_id, (docker.utils.socket.demux_adaptor(*f) for f in frames), held.close)
+            if held is not None:
+                held.close()
+            exec_id = self._exec_create(workspace_id, ["/bin/sh", "-c", script], user, env, None)
+            return _Started(exec_id, api.exec_start(exec_id, stream=True, demux=True))
+        async with aclosing(self._stream(start)) as items:
+            async for item in items:
+                yield item
+
+    def _drop_held(self, workspace_id: str) -> None:
+        held = self._held.pop(workspace_id, None)
+        if held is not None:
+            held.close()
+
+    async def _stream(self, start: Callable[[], _Started]) -> AsyncGenerator[ExecChunk | int, None]:
+        """What ``start`` (run on a worker thread) started: its output as it comes, then its exit code."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[ExecChunk | int | BaseException] = asyncio.Queue()
 
         def pump() -> None:
             try:
-                api = self._docker().api
-                exec_id = self._exec_create(workspace_id, argv, user, env, workdir)
-                for out, err in api.exec_start(exec_id, stream=True, demux=True):
-                    if out:
-                        loop.call_soon_threadsafe(queue.put_nowait, ExecChunk(stream="stdout", data=out))
-                    if err:
-                        loop.call_soon_threadsafe(queue.put_nowait, ExecChunk(stream="stderr", data=err))
-                code = api.exec_inspect(exec_id)["ExitCode"]
+                started = start()
+                try:
+                    for out, err in started.output:
+                        if out:
+                            loop.call_soon_threadsafe(queue.put_nowait, ExecChunk(stream="stdout", data=out))
+                        if err:
+                            loop.call_soon_threadsafe(queue.put_nowait, ExecChunk(stream="stderr", data=err))
+                finally:
+                    started.done()
+                code = self._docker().api.exec_inspect(started.exec_id)["ExitCode"]
                 loop.call_soon_threadsafe(queue.put_nowait, code if code is not None else -1)
             except BaseException as exc:  # delivered to the consumer below
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
@@ -506,7 +605,7 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
             while True:
                 item = await queue.get()
                 if isinstance(item, BaseException):
-                    if isinstance(item, docker.errors.DockerException):
+                    if isinstance(item, docker.errors.DockerException | OSError):
                         raise BackendError(f"Running the command failed: {item}",
                                            hint="Check that the workspace is running.") from item
                     raise item

@@ -1,0 +1,140 @@
+"""The Docker backend's held shell: started ahead of time in a running workspace, it runs the one
+script given to it — with its environment, as its user, its output and exit code as an exec's —
+and anything it cannot serve goes to a new exec with the same result."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncGenerator, Iterator
+
+import docker
+import pytest
+
+from taskspace.plugins.backends.base import ExecChunk
+from taskspace.plugins.backends.docker import specs
+from taskspace.plugins.backends.docker.backend import DockerBackend, DockerBackendConfig
+
+pytestmark = pytest.mark.docker
+
+SCRIPT = """\
+echo "pid $$"
+echo "value $VALUE"
+echo "user $(id -un)"
+echo "stdin [$(cat)]"
+echo "environ $(tr '\\0' '\\n' </proc/$$/environ | grep -c '^VALUE=')"
+echo oops >&2
+exit 3
+"""
+
+
+@pytest.fixture
+def workspace(docker_client: docker.DockerClient, base_image: str) -> Iterator[str]:
+    """A running container named as a workspace's, kept alive as a workspace container is."""
+    workspace_id = secrets.token_hex(6)
+    container = docker_client.containers.run(
+        base_image, ["/bin/sh", "-c", specs.KEEPALIVE], name=specs.container_name(workspace_id), detach=True,
+        network_mode="none")
+    try:
+        yield workspace_id
+    finally:
+        container.remove(force=True)
+
+
+@pytest.fixture
+def backend() -> DockerBackend:
+    return DockerBackend(DockerBackendConfig(), installation=secrets.token_hex(4))
+
+
+async def run(chunks: AsyncGenerator[ExecChunk | int, None]) -> tuple[dict[str, str], str, int]:
+    out, err, code = bytearray(), bytearray(), None
+    async for item in chunks:
+        if isinstance(item, int):
+            code = item
+        else:
+            (out if item.stream == "stdout" else err).extend(item.data)
+    assert code is not None
+    fields = dict(line.split(" ", 1) for line in out.decode().splitlines())
+    return fields, err.decode(), code
+
+
+def held_pids(docker_client: docker.DockerClient, workspace_id: str, timeout: float = 10) -> list[str]:
+    """The process ids of the shells waiting for a script (``/bin/sh -s``); waits for at least
+    one to show when ``timeout``, else reads once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        top = docker_client.api.top(specs.container_name(workspace_id), ps_args="-eo pid,args")
+        pids = [p[0] for p in top["Processes"] if p[1] == "/bin/sh -s"]
+        if pids or time.monotonic() >= deadline:
+            return pids
+        time.sleep(0.05)
+
+
+async def test_the_held_shell_runs_the_script_like_an_exec(
+        backend: DockerBackend, workspace: str, docker_client: docker.DockerClient) -> None:
+    await backend.hold_shell(workspace, user="nobody")
+    await backend.hold_shell(workspace, user="nobody")  # held already: nothing more
+    pids = held_pids(docker_client, workspace)
+    assert len(pids) == 1
+
+    fields, err, code = await run(backend.shell_stream(workspace, SCRIPT, user="nobody",
+                                                       env={"VALUE": "it's $HOME `x`"}))
+
+    assert code == 3 and err == "oops\n"
+    # Exported by the held shell, not in its environment from the start as an exec's would be.
+    assert fields == {"pid": fields["pid"], "value": "it's $HOME `x`", "user": "nobody", "stdin": "[]",
+                      "environ": "0"}
+    assert held_pids(docker_client, workspace, timeout=0) == []  # used up
+
+    # Nothing held now: the same script in a new exec gives the same answers.
+    again, err, code = await run(backend.shell_stream(workspace, SCRIPT, user="nobody",
+                                                      env={"VALUE": "it's $HOME `x`"}))
+    assert (again | {"pid": ""}, err, code) == (fields | {"pid": "", "environ": "1"}, "oops\n", 3)
+
+
+async def test_a_shell_held_for_another_user_is_not_used(
+        backend: DockerBackend, workspace: str, docker_client: docker.DockerClient) -> None:
+    await backend.hold_shell(workspace, user="nobody")
+    assert held_pids(docker_client, workspace)
+
+    fields, _, code = await run(backend.shell_stream(workspace, SCRIPT, user="root", env={"VALUE": "v"}))
+
+    assert code == 3 and (fields["user"], fields["value"], fields["environ"]) == ("root", "v", "1")
+    deadline = time.monotonic() + 10
+    while held_pids(docker_client, workspace, timeout=0):  # let go: it read the end of its input
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+
+
+async def test_a_held_shell_that_ended_is_replaced_by_an_exec(
+        backend: DockerBackend, workspace: str, docker_client: docker.DockerClient) -> None:
+    await backend.hold_shell(workspace)
+    assert held_pids(docker_client, workspace)
+    docker_client.containers.get(specs.container_name(workspace)).restart(timeout=0)
+
+    fields, err, code = await run(backend.shell_stream(workspace, SCRIPT, env={"VALUE": "after"}))
+
+    assert (fields["value"], fields["user"], fields["environ"], err, code) == ("after", "root", "1", "oops\n", 3)
+
+
+async def test_names_a_shell_cannot_export_go_to_an_exec(
+        backend: DockerBackend, workspace: str, docker_client: docker.DockerClient) -> None:
+    await backend.hold_shell(workspace)
+    assert held_pids(docker_client, workspace)
+
+    fields, _, code = await run(backend.shell_stream(
+        workspace, "echo \"value $(tr '\\0' '\\n' </proc/$$/environ | grep -c '^odd-name=1$')\"",
+        env={"odd-name": "1"}))
+
+    assert (fields, code) == ({"value": "1"}, 0)
+
+
+async def test_stopping_the_workspace_lets_its_held_shell_go(
+        backend: DockerBackend, workspace: str, docker_client: docker.DockerClient) -> None:
+    await backend.hold_shell(workspace)
+    assert held_pids(docker_client, workspace)
+
+    await backend.stop(workspace, {})
+
+    assert workspace not in backend._held
