@@ -163,7 +163,7 @@ def target(mirrors: Path, name: str = "api", *, branch: str = BRANCH, base: str 
 
 
 def clone(box: Box, *targets: CloneTarget) -> Run:
-    return box.run(clone_script(list(targets), user_name="Dev One", user_email="dev@example.com"))
+    return box.run(clone_script(list(targets), user_name="Dev \"O'One\" = x", user_email="dev@example.com"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,7 +198,7 @@ def test_clone_makes_a_new_branch_from_the_base_commit(box):
     assert '[branch "main"]' not in config
     assert box.run("git -C /workspace/api config --get-regexp '^branch[.]'").out == ""
     assert box.sh("git -C /workspace/api config push.autoSetupRemote") == "true"
-    assert box.sh("git -C /workspace/api config user.name") == "Dev One"
+    assert box.sh("git -C /workspace/api config user.name") == "Dev \"O'One\" = x"
     assert box.sh("git -C /workspace/api config user.email") == "dev@example.com"
     # The remote-tracking refs come from the mirror, named as on the real remote.
     assert box.sh(f"git -C /workspace/api rev-parse origin/{EXISTING}") == api.base_sha

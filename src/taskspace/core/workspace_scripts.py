@@ -85,13 +85,8 @@ def _checkout(t: CloneTarget) -> str:
     return f"git checkout --quiet -B {q(t.branch)} {q(t.base_sha)}"
 
 
-def _identity(user_name: str | None, user_email: str | None) -> list[str]:
-    lines = []
-    if user_name:
-        lines.append(f"git config user.name {q(user_name)}")
-    if user_email:
-        lines.append(f"git config user.email {q(user_email)}")
-    return lines
+def _identity(user_name: str | None, user_email: str | None) -> dict[str, str]:
+    return {key: value for key, value in (("user.name", user_name), ("user.email", user_email)) if value}
 
 
 #: The mirror belongs to the server's user: git refuses another owner's repository unless told,
@@ -145,23 +140,24 @@ def _clone_one(t: CloneTarget, *, user_name: str | None, user_email: str | None,
             f"  git {config} fetch --quiet --prune {upload} {q(t.mirror)} '+refs/heads/*:refs/remotes/origin/*'",
             f"  {_checkout(t)}",
             f'  if [ -n "$was" ] && [ "$was" != {q(t.branch)} ]; then git branch --quiet -D "$was"; fi',
-            *["  " + line for line in _identity(user_name, user_email)],
+            *[f"  git config {key} {q(value)}" for key, value in _identity(user_name, user_email).items()],
             f"  rm -f {q(SPARE_MARKER)}",
             f"  echo 'switched {t.name}'",
             f"elif [ ! -e {q(dest + '/' + CLONED_MARKER)} ]; then",
         ]
     else:
         lines.append(f"if [ ! -e {q(dest + '/' + CLONED_MARKER)} ]; then")
+    # Settings of the new repository go with the clone: a git process less for each.
+    settings = {"push.autoSetupRemote": "true", **_identity(user_name, user_email)}
+    options = " ".join(f"--config {q(f'{key}={value}')}" for key, value in settings.items())
     lines += [
         f"  rm -rf {q(tmp)}",
-        f"  git {config} clone --quiet --no-checkout {upload} {q(t.mirror)} {q(tmp)}",
+        f"  git {config} clone --quiet --no-checkout {options} {upload} {q(t.mirror)} {q(tmp)}",
         f"  cd {q(tmp)}",
         f"  git remote set-url origin {q(t.url)}",
         # Drop the upstream that clone set for the mirror's HEAD; the ticket branch gets its own.
         '  git config --remove-section "branch.$(git symbolic-ref --short HEAD)" 2>/dev/null || true',
         f"  {_checkout(t)}",
-        "  git config push.autoSetupRemote true",
-        *["  " + line for line in _identity(user_name, user_email)],
         *([f"  touch {q(SPARE_MARKER)}"] if spare else []),
         f"  touch {q(CLONED_MARKER)}",
         "  cd /",
