@@ -1,18 +1,20 @@
-"""The Docker backend's held shell: started ahead of time in a running workspace, it runs the one
-script given to it — with its environment, as its user, its output and exit code as an exec's —
-and anything it cannot serve goes to a new exec with the same result."""
+"""The Docker backend's held shells: an exec started ahead of time in a running workspace, or the
+container's first shell right after a start, runs the one script given to it — with its
+environment, as its user, its output and exit code as an exec's — and anything it cannot serve
+goes to a new exec with the same result."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+import socket
 import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 
 import docker
 import pytest
 
-from taskspace.plugins.backends.base import ExecChunk
+from taskspace.plugins.backends.base import LABEL_INSTALLATION, LABEL_WORKSPACE, ExecChunk, WorkspaceSpec
 from taskspace.plugins.backends.docker import specs
 from taskspace.plugins.backends.docker.backend import DockerBackend, DockerBackendConfig
 
@@ -138,3 +140,89 @@ async def test_stopping_the_workspace_lets_its_held_shell_go(
     await backend.stop(workspace, {})
 
     assert workspace not in backend._held
+
+
+async def test_a_held_shell_whose_connection_is_gone_is_replaced_by_an_exec(
+        backend: DockerBackend, workspace: str, docker_client: docker.DockerClient) -> None:
+    await backend.hold_shell(workspace)
+    assert held_pids(docker_client, workspace)
+    backend._held[workspace].raw().shutdown(socket.SHUT_WR)  # nothing more can be written to it
+
+    fields, err, code = await run(backend.shell_stream(workspace, SCRIPT, env={"VALUE": "v"}))
+
+    assert (fields["value"], fields["environ"], err, code) == ("v", "1", "oops\n", 3)
+
+
+# The container's first shell ----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def started(backend: DockerBackend, base_image: str) -> AsyncIterator[WorkspaceSpec]:
+    """A workspace container made and started by the backend (host network, no owner)."""
+    workspace_id = secrets.token_hex(6)
+    spec = WorkspaceSpec(id=workspace_id, hostname="held", image=base_image, network="host",
+                         labels={LABEL_INSTALLATION: backend.installation, LABEL_WORKSPACE: workspace_id})
+    state = await backend.prepare(spec, {})
+    await backend.start_workspace(spec, state)
+    try:
+        yield spec
+    finally:
+        await backend.delete(workspace_id, state)
+
+
+async def test_the_first_command_after_a_start_runs_in_the_container_s_first_shell(
+        backend: DockerBackend, started: WorkspaceSpec, docker_client: docker.DockerClient) -> None:
+    workspace = started.id
+    fields, err, code = await run(backend.shell_stream(workspace, SCRIPT, env={"VALUE": "first"}))
+
+    # Not in an exec: the value is exported, not in the process's environment from its start.
+    assert (fields["value"], fields["environ"], fields["stdin"], err, code) == ("first", "0", "[]", "oops\n", 3)
+    container = docker_client.containers.get(specs.container_name(workspace))
+    assert container.status == "running"  # kept alive after its script
+    assert held_pids(docker_client, workspace, timeout=0) == []
+    # Output is exact, even without a final newline; the next command is an exec.
+    _, err, code = await run(backend.shell_stream(workspace, "printf 'no newline' >&2"))
+    assert (err, code) == ("no newline", 0)
+
+    # Stopped and started again: the first command after the start runs in the first shell again.
+    await backend.stop(workspace, {})
+    await backend.start_workspace(started, {"container": container.id})
+    fields, err, code = await run(backend.shell_stream(workspace, 'printf "%s" "$VALUE" >&2; exit 4',
+                                                       env={"VALUE": "again"}))
+    assert (err, code) == ("again", 4)
+
+
+async def test_a_command_as_another_user_leaves_the_first_shell_waiting(
+        backend: DockerBackend, started: WorkspaceSpec) -> None:
+    fields, _, code = await run(backend.shell_stream(started.id, SCRIPT, user="nobody", env={"VALUE": "x"}))
+
+    assert (fields["user"], fields["environ"], code) == ("nobody", "1", 3)  # an exec
+
+
+async def test_a_container_made_without_a_first_shell_gets_execs(
+        backend: DockerBackend, workspace: str, docker_client: docker.DockerClient) -> None:
+    docker_client.containers.get(specs.container_name(workspace)).stop(timeout=0)  # made with KEEPALIVE alone
+    old = WorkspaceSpec(id=workspace, hostname="old", image="unused", network="host", labels={})
+    await backend.start_workspace(old, {"container": workspace})
+
+    fields, _, code = await run(backend.shell_stream(workspace, SCRIPT, env={"VALUE": "old"}))
+
+    assert (fields["value"], fields["environ"], code) == ("old", "1", 3)
+
+
+async def test_a_first_shell_from_an_earlier_start_is_not_used(
+        backend: DockerBackend, started: WorkspaceSpec, docker_client: docker.DockerClient) -> None:
+    docker_client.containers.get(specs.container_name(started.id)).restart(timeout=0)  # behind the backend's back
+
+    fields, err, code = await run(backend.shell_stream(started.id, SCRIPT, env={"VALUE": "v"}))
+
+    assert (fields["value"], fields["environ"], err, code) == ("v", "1", "oops\n", 3)
+
+
+async def test_a_workspace_whose_first_shell_waits_stops_on_sigterm(
+        backend: DockerBackend, started: WorkspaceSpec, docker_client: docker.DockerClient) -> None:
+    await backend.stop(started.id, {})
+
+    # Ended by the engine's SIGTERM (128 + 15), not killed at the end of its grace period (128 + 9).
+    state = docker_client.containers.get(specs.container_name(started.id)).attrs["State"]
+    assert (state["Running"], state["ExitCode"]) == (False, 143)

@@ -74,10 +74,10 @@ def spares(client: docker.DockerClient, stack: Stack) -> dict[str, str | None]:
             and c["Labels"]["taskspace.workspace"] not in people}
 
 
-def held_shells(client: docker.DockerClient, workspace_id: str, want: int) -> int:
+def held_shells(client: docker.DockerClient, workspace_id: str, want: int, timeout: float = 10) -> int:
     """Shells waiting for a script (``/bin/sh -s``) in the workspace's container: as soon as
-    there are ``want`` of them, else after 10 s."""
-    deadline = time.monotonic() + 10
+    there are ``want`` of them, else after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
     while True:
         top = client.api.top(f"ts-{workspace_id}", ps_args="-eo pid,args")
         found = sum(1 for p in top["Processes"] if p[1] == "/bin/sh -s")
@@ -104,8 +104,13 @@ def test_a_launch_claims_a_prebuilt_workspace_and_moves_it_to_the_ticket(
     set_pool(stack, 1)
     wait_pool(stack, ready=1)
     (spare, service), = spares(docker_client, stack).items()
-    # The spare holds a shell waiting for the claim's script (no process to start then).
+    # The spare holds a shell waiting for the claim's script (no process to start then). It ends
+    # with the server's connection to the engine; the server started again gives it a new one.
     assert held_shells(docker_client, spare, 1) == 1
+    stack.server.stop()
+    assert held_shells(docker_client, spare, 0) == 0
+    stack.server.start()
+    assert held_shells(docker_client, spare, 1, timeout=60) == 1
     # Pushed after the spare was built: the claim must bring it in.
     pushed = stack.git.commit(stack.primary, {"NEWS": "pushed after the spare was built\n"})
 

@@ -116,7 +116,9 @@ def test_workspace_container_kwargs():
     assert kwargs["labels"] == {**LABELS, LABEL_ROLE: "workspace"}
     assert kwargs["environment"] == {"TASKSPACE_TICKET": "PAY-12"}
     assert kwargs["working_dir"] == "/workspace/api"
-    assert kwargs["entrypoint"] == ["/bin/sh", "-c", specs.KEEPALIVE]
+    # The first shell waits on stdin for the script the server writes after a start, then KEEPALIVE ($0).
+    assert kwargs["entrypoint"] == ["/bin/sh", "-c", specs.FIRST_SHELL, specs.KEEPALIVE]
+    assert kwargs["stdin_open"] is True
     assert kwargs["command"] == []
     assert kwargs["init"] is True
     assert kwargs["detach"] is True

@@ -38,6 +38,7 @@ from taskspace.core.errors import TaskspaceError
 from taskspace.core.states import Desired, State
 from taskspace.db.engine import transaction
 from taskspace.db.models import NOT_PURGED, Event, Project, User, Workspace, WorkspaceRepo, utcnow
+from taskspace.plugins.backends.base import SupportsHeldShell
 from taskspace.services.lifecycle import plan as plans
 from taskspace.services.lifecycle.plan import Plan
 from taskspace.services.lifecycle.preflight import PreflightInput, PreflightResult, RepoChoice, run_preflight
@@ -142,11 +143,13 @@ class Keeper:
         self._checked: dict[int, float] = {}  # project id → when its spares were last checked
         self._current: dict[int, str] = {}  # project id → the key a new spare would have
         self._spare_ids: set[str] = set()
+        self._shells: set[str] = set()  # ready spares given a shell for their claim by this process
 
     async def run(self, *, force: bool = False) -> PoolReport:
         report = PoolReport()
         spares = await self._spares()
         self._spare_ids = {s.id for s in spares}
+        await self._hold_shells(spares)
         async with self.rt.readers() as session:
             projects = {p.id: p for p in await session.scalars(select(Project).where(
                 (Project.warm_pool > 0) | Project.id.in_({s.project_id for s in spares})))}
@@ -158,6 +161,31 @@ class Keeper:
                 report.skipped[project.key] = exc.message
                 log.info("warm pool of %s: %s", project.key, exc.message)
         return report
+
+    async def _hold_shells(self, spares: list[Row[Any]]) -> None:
+        """A spare gets a shell waiting for its claim's script when it becomes ready (see
+        ``lifecycle.driver``); the shell ends with the server's connection to the engine, so the
+        ready spares of an earlier run of the server get one here, once each."""
+        backend = self.rt.backend
+        if not isinstance(backend, SupportsHeldShell):
+            return
+        ready = {s.id for s in spares if s.state == State.READY.value and s.desired != Desired.PURGED.value}
+        self._shells &= ready
+        for spare_id in sorted(ready - self._shells):
+            self._shells.add(spare_id)
+            async with self.rt.readers() as session:
+                raw = await session.scalar(select(Workspace.plan).where(Workspace.id == spare_id))
+            if not raw:
+                continue
+            try:
+                await backend.hold_shell(spare_id, user=plans.exec_user(Plan.model_validate(raw)))
+            except TaskspaceError as exc:
+                log.warning("spare %s holds no shell for its claim: %s", spare_id, exc.message)
+                continue
+            async with self.rt.readers() as session:
+                claimed = await session.scalar(select(Workspace.ticket_id).where(Workspace.id == spare_id))
+            if claimed is not None:  # while the shell started: the claim goes without it
+                backend.release_shell(spare_id)
 
     async def _spares(self) -> list[Row[Any]]:
         async with self.rt.readers() as session:

@@ -259,8 +259,10 @@ class SupportsProcessList(ABC):
 
 class SupportsHeldShell(ABC):
     """Capability: a shell started ahead of time in a running workspace, waiting for the one
-    script it will run. A spare of the warm pool holds one, so that the launch claiming it does
-    not wait for the engine to start a process (tens of milliseconds with runc)."""
+    script it will run, so that the command does not wait for the engine to start a process
+    (tens of milliseconds with runc). A spare of the warm pool holds one for the launch that
+    claims it; a backend may also hold one of its own making, e.g. in a container it has just
+    started, for the first command after the start."""
 
     @abstractmethod
     async def hold_shell(self, workspace_id: str, *, user: str | None = None) -> None:
@@ -274,6 +276,11 @@ class SupportsHeldShell(ABC):
         """``exec_stream`` of ``/bin/sh -c script``, in the shell held for the workspace when it
         holds one for ``user`` that is still running (``env`` exported first, stdin /dev/null),
         else in a new exec."""
+
+    @abstractmethod
+    def release_shell(self, workspace_id: str) -> None:
+        """Let go of the shell held for the workspace, if any (one of ``hold_shell`` reads the
+        end of its input and exits)."""
 
 
 class SupportsStoragePath(ABC):

@@ -113,8 +113,8 @@ async def _ready(rt: Runtime, snap: Snapshot, started: float) -> None:
 
 async def _hold_shell(rt: Runtime, snap: Snapshot) -> None:
     """A spare keeps a shell waiting for the script of the launch that claims it: that launch
-    then starts no process in the container (see ``start.clone_then_startup``). Without one,
-    after a restart of the server for instance, the claim starts its own."""
+    then starts no process in the container (see ``start.clone_then_startup``). Without one, the
+    claim starts its own; the pool's keeper gives spares of an earlier run of the server one."""
     if not isinstance(rt.backend, SupportsHeldShell):
         return
     plan = plan_of(snap)

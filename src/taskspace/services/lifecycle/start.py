@@ -90,16 +90,46 @@ async def startup_step(rt: Runtime, snap: Snapshot, plan: Plan) -> None:
     shown, but leaves the workspace usable: it still becomes ready. A spare runs only the
     commands meant for prebuilds (onCreateCommand, updateContentCommand); the rest runs once
     it is claimed."""
-    async with StepTimer(rt, snap, Step.STARTUP) as step:
-        try:
-            result = await rt.backend.exec(snap.id, ["/bin/sh", "-c", _startup_command(rt, snap, plan)],
-                                           user=plans.exec_user(plan),
-                                           env=plans.command_env(plan, ticket=snap.key, branch=snap.ws.branch)
-                                           or None, timeout=rt.settings.startup_timeout + 30)
-        except BackendError as exc:
-            _startup_unfinished(step, exc.message)
-            return
-        _record_startup(step, snap.ws.is_spare, result.exit_code, result.stderr)
+    stream = _Stream(_shell(rt, snap, plan, _startup_command(rt, snap, plan)))
+    try:
+        async with StepTimer(rt, snap, Step.STARTUP) as step:
+            await _read_startup(rt, snap, step, stream)
+    finally:
+        await _settle(stream)
+
+
+async def _read_startup(rt: Runtime, snap: Snapshot, step: StepTimer, stream: _Stream) -> None:
+    """The startup's end, recorded on ``step``."""
+    limit = rt.settings.startup_timeout + 30
+    try:
+        await stream.read_until(lambda: False, limit)
+    except TimeoutError:
+        _startup_unfinished(step, f"The startup did not finish within {limit:.0f}s.")
+        return
+    except BackendError as exc:
+        _startup_unfinished(step, exc.message)
+        return
+    assert stream.exit_code is not None
+    _record_startup(step, snap.ws.is_spare, stream.exit_code, bytes(stream.stderr))
+
+
+def _shell(rt: Runtime, snap: Snapshot, plan: Plan, script: str) -> AsyncGenerator[ExecChunk | int, None]:
+    """``script`` running in the workspace: in the shell waiting there for it when there is one
+    (a container just started, a spare just claimed: no process to start), else in an exec."""
+    user, env = plans.exec_user(plan), plans.command_env(plan, ticket=snap.key, branch=snap.ws.branch) or None
+    if isinstance(rt.backend, SupportsHeldShell):
+        return rt.backend.shell_stream(snap.id, script, user=user, env=env)
+    return rt.backend.exec_stream(snap.id, ["/bin/sh", "-c", script], user=user, env=env)
+
+
+async def _settle(stream: _Stream) -> None:
+    """Close a stream read to its end; one given up on is closed once its command ends."""
+    if stream.exit_code is not None:
+        await stream.close()
+    else:
+        closing = asyncio.create_task(stream.close())
+        _LEFT_RUNNING.add(closing)
+        closing.add_done_callback(_LEFT_RUNNING.discard)
 
 
 #: Execs given up on (timed out), closed once they end.
@@ -128,22 +158,18 @@ class _Stream:
 
 async def clone_then_startup(rt: Runtime, snap: Snapshot, plan: Plan,
                              cloned: Callable[[], Awaitable[None]] | None = None) -> None:
-    """The clone step and the startup step in one exec (each exec costs the engine tens of
-    milliseconds): used by a first launch with no services to start in between, when a spare
+    """The clone step and the startup step in one script (an exec costs the engine tens of
+    milliseconds; see ``_shell``): used by a first launch with no services to start in between, when a spare
     just claimed moves to the ticket branch, and when a first start that was cut short completes
     its clone. Each step is still recorded as soon as it ends; ``cloned`` runs between the two
     (the workspace moves from preparing to starting there) while the exec goes on.
 
-    The clone's end is a line on stdout, after the clone's own lines: the two streams of an
-    exec arrive in no fixed order relative to each other, the lines of one stream do."""
+    The clone's end is a line on stdout, after the clone's own lines: the two streams of a
+    command arrive in no fixed order relative to each other, the lines of one stream do."""
     marker = CLONE_DONE_PREFIX.encode()
     script = (f"( {clone_command(snap)} )\ncode=$?\necho \"{CLONE_DONE_PREFIX}$code\"\n"
               f'[ "$code" -eq 0 ] || exit "$code"\n{_startup_command(rt, snap, plan)}')
-    user, env = plans.exec_user(plan), plans.command_env(plan, ticket=snap.key, branch=snap.ws.branch) or None
-    # A spare just claimed holds a shell waiting for this script (see hold_shell in driver).
-    stream = _Stream(rt.backend.shell_stream(snap.id, script, user=user, env=env)
-                     if isinstance(rt.backend, SupportsHeldShell)
-                     else rt.backend.exec_stream(snap.id, ["/bin/sh", "-c", script], user=user, env=env))
+    stream = _Stream(_shell(rt, snap, plan, script))
     try:
         async with StepTimer(rt, snap, Step.CLONE) as step:
             try:
@@ -169,24 +195,9 @@ async def clone_then_startup(rt: Runtime, snap: Snapshot, plan: Plan,
             await startup_step(rt, snap, plan)
             return
         async with StepTimer(rt, snap, Step.STARTUP) as step:
-            limit = rt.settings.startup_timeout + 30
-            try:
-                await stream.read_until(lambda: False, limit)
-            except TimeoutError:
-                _startup_unfinished(step, f"The startup did not finish within {limit:.0f}s.")
-                return
-            except BackendError as exc:
-                _startup_unfinished(step, exc.message)
-                return
-            assert stream.exit_code is not None
-            _record_startup(step, snap.ws.is_spare, stream.exit_code, bytes(stream.stderr))
+            await _read_startup(rt, snap, step, stream)
     finally:
-        if stream.exit_code is not None:
-            await stream.close()
-        else:  # given up on: the exec is left to end on its own
-            closing = asyncio.create_task(stream.close())
-            _LEFT_RUNNING.add(closing)
-            closing.add_done_callback(_LEFT_RUNNING.discard)
+        await _settle(stream)
 
 
 async def start_phase(rt: Runtime, snap: Snapshot, plan: Plan, *, resumed: bool, clone: bool = False) -> None:

@@ -14,7 +14,7 @@ import socket
 import tarfile
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
@@ -89,21 +89,24 @@ _SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 @dataclass
 class _Started:
-    """A command started in a workspace: its exec, its output as (stdout, stderr) pairs, and
-    what to do once the output has ended."""
+    """A command started in a workspace: its output as (stdout, stderr) pairs, its exit code
+    once the output has ended, and what to do then."""
 
-    exec_id: str
     output: Iterable[tuple[bytes | None, bytes | None]]
+    code: Callable[[], int | None]
     done: Callable[[], None] = lambda: None
 
 
 @dataclass
 class _HeldShell:
-    """``/bin/sh -s`` started in a workspace, waiting on the engine's connection for its script."""
+    """``/bin/sh -s`` waiting on the engine's connection for its script: an exec (``exec_id``),
+    or the container's first shell (``specs.FIRST_SHELL``, no ``exec_id``: the connection is an
+    attach to the container)."""
 
-    exec_id: str
+    exec_id: str | None
     user: str
-    sock: Any  # the connection the engine hands over for the exec's stdin and output
+    sock: Any  # the connection the engine hands over for the shell's stdin and output
+    started_at: str | None = None  # the container's start the first shell belongs to
 
     def raw(self) -> socket.socket:
         return getattr(self.sock, "_sock", self.sock)
@@ -115,6 +118,41 @@ class _HeldShell:
                 end.close()
             except OSError:
                 pass
+
+
+class _FirstShellOutput:
+    """The output of the container's first shell, read from an attach to the container, up to
+    the end of its script: ``specs.SCRIPT_EXIT`` on each stream (either may come first; each
+    comes after all of its stream's output). ``code`` is the script's exit code."""
+
+    _MARK = specs.SCRIPT_EXIT.encode()
+
+    def __init__(self, sock: Any):
+        self.sock, self.code = sock, None
+
+    def __iter__(self) -> Iterator[tuple[bytes | None, bytes | None]]:
+        pending = {docker.utils.socket.STDOUT: b"", docker.utils.socket.STDERR: b""}
+        ended: set[int] = set()
+        for stream, data in docker.utils.socket.frames_iter(self.sock, tty=False):
+            if stream not in pending or stream in ended:
+                continue
+            text = pending[stream] + data
+            at = text.find(self._MARK)
+            end = text.find(b"\n", at + len(self._MARK)) if at >= 0 else -1
+            if end >= 0:
+                if stream == docker.utils.socket.STDOUT:
+                    self.code = int(text[at + len(self._MARK):end])
+                ended.add(stream)
+                text, pending[stream] = text[:at], b""
+            else:  # the mark may be arriving: keep what could be its start
+                keep = len(self._MARK) + 12 if at < 0 else len(text) - at
+                text, pending[stream] = text[:max(0, len(text) - keep)], text[max(0, len(text) - keep):]
+            if text:
+                yield docker.utils.socket.demux_adaptor(stream, text)
+            if len(ended) == 2:
+                return
+        raise BackendError("The workspace container stopped while its first command ran.",
+                           hint="Start the workspace again; the server log says what stopped it.")
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -321,23 +359,32 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
         the owned image, :func:`specs.owned_image_ref`) or by a root exec right after the start,
         which is followed by building the owned image in the background for the next ones."""
 
-        def work() -> tuple[Container, _Owned | None]:
+        def work() -> tuple[Container, _Owned | None, _HeldShell | None]:
             # A container made before (a start, a claimed spare) has its /workspace already.
             owned = None if state.get("container") else self._owned_image(spec)
             kwargs = specs.workspace_container_kwargs(spec)
             if owned is not None and owned.exists:
                 kwargs["image"] = owned.ref
             container, created = self._create_or_get(kwargs)
-            if container.status != "running":
+            started = container.status != "running"
+            if started:
                 container.start()
                 container.reload()
             if container.status != "running":
                 logs = container.logs(tail=20).decode(errors="replace").strip()
                 raise BackendError(f"The workspace container stopped right after starting: {logs or 'no output'}",
                                    hint="Check that the image has /bin/sh and does not exit on start.")
-            return container, owned if created else None
+            first, config = None, container.attrs["Config"]
+            if started and config.get("OpenStdin"):  # its first shell waits for a script (specs.FIRST_SHELL)
+                first = _HeldShell(None, config.get("User") or "", self._docker().api.attach_socket(
+                    container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}),
+                    started_at=container.attrs["State"].get("StartedAt"))
+            return container, owned if created else None, first
 
-        container, owned = await self._run(work)
+        container, owned, first = await self._run(work)
+        if first is not None:
+            self.release_shell(spec.id)
+            self._held[spec.id] = first
         if owned is not None and not owned.exists:
             await self._hand_over(spec, owned)
         return {**state, "container": container.id}
@@ -447,7 +494,7 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
         container.put_archive("/", _tar({INIT_MARKER: b"done\n"}))
 
     async def stop(self, workspace_id: str, state: dict[str, Any]) -> dict[str, Any]:
-        self._drop_held(workspace_id)
+        self.release_shell(workspace_id)
 
         def work() -> None:
             running = [c for c in self._owned_containers(workspace_id) if c.status in {"running", "restarting"}]
@@ -462,7 +509,7 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
         return state
 
     async def delete(self, workspace_id: str, state: dict[str, Any]) -> dict[str, Any]:
-        self._drop_held(workspace_id)
+        self.release_shell(workspace_id)
 
         def work() -> None:
             client = self._docker()
@@ -529,9 +576,7 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
                           env: dict[str, str] | None = None,
                           workdir: str | None = None) -> AsyncGenerator[ExecChunk | int, None]:
         def start() -> _Started:
-            api = self._docker().api
-            exec_id = self._exec_create(workspace_id, argv, user, env, workdir)
-            return _Started(exec_id, api.exec_start(exec_id, stream=True, demux=True))
+            return self._exec_started(workspace_id, argv, user, env, workdir)
         async with aclosing(self._stream(start)) as items:
             async for item in items:
                 yield item
@@ -554,27 +599,49 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
         held = self._held.pop(workspace_id, None)
 
         def start() -> _Started:
-            api = self._docker().api
             if (held is not None and held.user == (user or "") and all(map(_SHELL_NAME.fullmatch, env or {}))
-                    and api.exec_inspect(held.exec_id).get("Running")):
+                    and self._still_waiting(workspace_id, held)):
                 raw = held.raw()
-                raw.settimeout(None)  # the script's output comes when it comes, as with an exec
                 exports = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in (env or {}).items())
-                # One compound command: the shell reads all of it before running any, and what
-                # it runs reads /dev/null, not the rest of the script.
-                raw.sendall(f"{{\n{exports}{script}\n}} </dev/null\n".encode())
-                raw.shutdown(socket.SHUT_WR)
-                frames = docker.utils.socket.frames_iter(held.sock, tty=False)
-                return _Started(held.exec_id, (docker.utils.socket.demux_adaptor(*f) for f in frames), held.close)
+                try:
+                    raw.settimeout(None)  # the script's output comes when it comes, as with an exec
+                    # One compound command: the shell reads all of it before running any (a part
+                    # of it runs nothing), and what it runs reads /dev/null, not the rest; then
+                    # the shell ends with the script's code.
+                    raw.sendall(f"{{\n{exports}{script}\n}} </dev/null\nexit $?\n".encode())
+                except OSError as exc:  # the connection is gone: a new exec instead
+                    log.info("the shell held in %s took no script (%s); a new exec runs it", workspace_id, exc)
+                else:
+                    if held.exec_id is None:
+                        output = _FirstShellOutput(held.sock)
+                        return _Started(output, lambda: output.code, held.close)
+                    frames = docker.utils.socket.frames_iter(held.sock, tty=False)
+                    return _Started((docker.utils.socket.demux_adaptor(*f) for f in frames),
+                                    self._exit_code(held.exec_id), held.close)
             if held is not None:
                 held.close()
-            exec_id = self._exec_create(workspace_id, ["/bin/sh", "-c", script], user, env, None)
-            return _Started(exec_id, api.exec_start(exec_id, stream=True, demux=True))
+            return self._exec_started(workspace_id, ["/bin/sh", "-c", script], user, env, None)
         async with aclosing(self._stream(start)) as items:
             async for item in items:
                 yield item
 
-    def _drop_held(self, workspace_id: str) -> None:
+    def _still_waiting(self, workspace_id: str, held: _HeldShell) -> bool:
+        """Whether the held shell still runs: its exec, or the container's start it came with."""
+        api = self._docker().api
+        if held.exec_id is not None:
+            return bool(api.exec_inspect(held.exec_id).get("Running"))
+        state = api.inspect_container(specs.container_name(workspace_id))["State"]
+        return bool(state.get("Running")) and state.get("StartedAt") == held.started_at
+
+    def _exec_started(self, workspace_id: str, argv: list[str], user: str | None, env: dict[str, str] | None,
+                      workdir: str | None) -> _Started:
+        exec_id = self._exec_create(workspace_id, argv, user, env, workdir)
+        return _Started(self._docker().api.exec_start(exec_id, stream=True, demux=True), self._exit_code(exec_id))
+
+    def _exit_code(self, exec_id: str) -> Callable[[], int | None]:
+        return lambda: self._docker().api.exec_inspect(exec_id)["ExitCode"]
+
+    def release_shell(self, workspace_id: str) -> None:
         held = self._held.pop(workspace_id, None)
         if held is not None:
             held.close()
@@ -595,7 +662,7 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
                             loop.call_soon_threadsafe(queue.put_nowait, ExecChunk(stream="stderr", data=err))
                 finally:
                     started.done()
-                code = self._docker().api.exec_inspect(started.exec_id)["ExitCode"]
+                code = started.code()
                 loop.call_soon_threadsafe(queue.put_nowait, code if code is not None else -1)
             except BaseException as exc:  # delivered to the consumer below
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
@@ -605,7 +672,7 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
             while True:
                 item = await queue.get()
                 if isinstance(item, BaseException):
-                    if isinstance(item, docker.errors.DockerException | OSError):
+                    if isinstance(item, docker.errors.DockerException | OSError | ValueError):
                         raise BackendError(f"Running the command failed: {item}",
                                            hint="Check that the workspace is running.") from item
                     raise item

@@ -22,6 +22,16 @@ from taskspace.plugins.backends.base import (
 # PID 1 of a workspace is docker-init; this shell idles and exits at once on SIGTERM so that a
 # stop takes milliseconds, not the engine's 10-second grace period.
 KEEPALIVE = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
+_EXIT_WORD = "__taskspace_script_exit__"
+#: Written on stdout and on stderr by a workspace container's first shell once its script
+#: ended, followed by the script's exit code and a newline.
+SCRIPT_EXIT = f"\n{_EXIT_WORD} "
+#: A workspace container's main process: first a shell that runs the script the server writes
+#: to the container's stdin right after a start, so that the first command after a start needs
+#: no exec; it says how the script ended on both streams, then KEEPALIVE (``$0``) keeps the
+#: container running. Until a script comes, the shell waits (and a stop ends it at once).
+FIRST_SHELL = (f'/bin/sh -s; code=$?; printf "\\n%s %s\\n" {_EXIT_WORD} "$code"; '
+               f'printf "\\n%s %s\\n" {_EXIT_WORD} "$code" >&2; exec /bin/sh -c "$0"')
 NANO = 1_000_000_000
 
 
@@ -119,8 +129,9 @@ def workspace_container_kwargs(spec: WorkspaceSpec) -> dict[str, Any]:
         "labels": labels(spec, "workspace"),
         "environment": spec.env,
         "working_dir": spec.workdir,
-        "entrypoint": ["/bin/sh", "-c", KEEPALIVE],
+        "entrypoint": ["/bin/sh", "-c", FIRST_SHELL, KEEPALIVE],
         "command": [],
+        "stdin_open": True,
         "init": True,
         "detach": True,
         "mounts": mounts,
