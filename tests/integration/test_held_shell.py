@@ -226,3 +226,20 @@ async def test_a_workspace_whose_first_shell_waits_stops_on_sigterm(
     # Ended by the engine's SIGTERM (128 + 15), not killed at the end of its grace period (128 + 9).
     state = docker_client.containers.get(specs.container_name(started.id)).attrs["State"]
     assert (state["Running"], state["ExitCode"]) == (False, 143)
+
+
+@pytest.mark.parametrize("asked", [None, "nobody"])
+async def test_the_first_shell_runs_as_the_container_s_user(
+        backend: DockerBackend, base_image: str, asked: str | None) -> None:
+    workspace_id = secrets.token_hex(6)
+    spec = WorkspaceSpec(id=workspace_id, hostname="held", image=base_image, network="host", user="nobody",
+                         labels={LABEL_INSTALLATION: backend.installation, LABEL_WORKSPACE: workspace_id})
+    state = await backend.prepare(spec, {})
+    try:
+        await backend.start_workspace(spec, state)
+
+        fields, _, code = await run(backend.shell_stream(workspace_id, SCRIPT, user=asked, env={"VALUE": "v"}))
+
+        assert (fields["user"], fields["environ"], code) == ("nobody", "0", 3)
+    finally:
+        await backend.delete(workspace_id, state)

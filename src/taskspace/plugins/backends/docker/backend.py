@@ -108,6 +108,14 @@ class _HeldShell:
     sock: Any  # the connection the engine hands over for the shell's stdin and output
     started_at: str | None = None  # the container's start the first shell belongs to
 
+    def serves(self, user: str | None) -> bool:
+        """Whether a command as ``user`` (None: the container's user) may run in this shell. An
+        exec's shell runs as asked; the first shell as the container's user, which ``user`` is
+        for the first shell of a container."""
+        if self.exec_id is None:
+            return not user or user == self.user
+        return (user or "") == self.user
+
     def raw(self) -> socket.socket:
         return getattr(self.sock, "_sock", self.sock)
 
@@ -599,7 +607,7 @@ class DockerBackend(Backend, SupportsStats, SupportsFileRead, SupportsLocalBaseI
         held = self._held.pop(workspace_id, None)
 
         def start() -> _Started:
-            if (held is not None and held.user == (user or "") and all(map(_SHELL_NAME.fullmatch, env or {}))
+            if (held is not None and held.serves(user) and all(map(_SHELL_NAME.fullmatch, env or {}))
                     and self._still_waiting(workspace_id, held)):
                 raw = held.raw()
                 exports = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in (env or {}).items())
