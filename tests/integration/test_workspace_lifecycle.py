@@ -210,18 +210,19 @@ def test_an_existing_ticket_branch_is_checked_out_and_an_unchanged_image_is_not_
     assert "Step 1/" in stack.api("GET", f"/workspaces/{key}/logs/build").text
 
 
-def test_a_first_launch_without_services_clones_and_starts_up_in_one_exec_and_is_waited_for_at_once(
+def test_a_first_launch_without_services_clones_and_starts_up_without_an_exec_and_is_waited_for_at_once(
         make_stack: Callable[..., Stack], base_image: str, docker_client: docker.DockerClient) -> None:
     # Each engine exec costs tens of milliseconds. The first workspace of an image gets
     # /workspace handed to the image's user (USER dev) by a root exec before the first clone;
     # the image is then made again with /workspace theirs (its WORKDIR made it root's), and the
-    # next workspaces start with it. The clone and the startup script share one exec.
+    # next workspaces start with it. The clone and the startup script run together in the
+    # container's first shell, which was waiting for them: no exec.
     files = {name: text for name, text in project_files(base_image, service_port=free_port(), unique_image=True).items()
              if name in {"README.md", "Dockerfile", ".taskspace/startup.sh"}}
     stack = make_stack(files=files)
 
     first = _launch_counting_execs(stack, docker_client)
-    assert first["execs"] == 2  # the handover as root, then the clone and the startup
+    assert first["execs"] == 1  # the handover as root
     source = docker_client.images.get(first["image"]).id
     deadline = time.monotonic() + 60
     while not (owned := docker_client.images.list(filters={"label": f"taskspace.owned-from={source}"})):
@@ -230,7 +231,7 @@ def test_a_first_launch_without_services_clones_and_starts_up_in_one_exec_and_is
     assert (owned[0].attrs["Config"]["User"], owned[0].attrs["Config"]["WorkingDir"]) == ("dev", "/workspace")
 
     second = _launch_counting_execs(stack, docker_client)
-    assert second["execs"] == 1
+    assert second["execs"] == 0
     assert docker_client.containers.get(f"ts-{second['id']}").image.id == owned[0].id
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import datetime, timedelta
@@ -28,6 +29,8 @@ from taskspace.services.runtime import Runtime
 
 log = logging.getLogger(__name__)
 PURGE_RETRY = timedelta(minutes=5)
+#: Seconds after which a start the engine refused is tried once more.
+START_RETRY = 2.0
 
 
 class Phase(StrEnum):
@@ -162,6 +165,7 @@ async def _block(rt: Runtime, snap: Snapshot, exc: TaskspaceError, step: str | N
 async def drive(rt: Runtime, workspace_id: str) -> None:
     """Run phases until the workspace is settled. Safe to call at any time, from any state:
     every phase resumes where a previous (possibly killed) run stopped."""
+    start_retried = False
     for _ in range(10):  # a bound, not a retry policy: each pass makes progress or stops
         snap = await load(rt, workspace_id)
         phase = next_phase(snap.state, Desired(snap.ws.desired), purge_retry_at=snap.ws.purge_retry_at)
@@ -185,6 +189,14 @@ async def drive(rt: Runtime, workspace_id: str) -> None:
             if isinstance(exc, EngineUnreachable) or await _engine_down(rt):
                 log.warning("workspace %s: engine unreachable, will retry: %s", workspace_id, exc.message)
                 return
+            # An engine going down or coming up refuses a start with odd errors while it answers
+            # (the reconciler starts again what an engine restart stopped): once more, later.
+            if phase == Phase.START and not start_retried:
+                start_retried = True
+                log.warning("workspace %s: the engine refused a start; once more in %g s: %s", workspace_id,
+                            START_RETRY, exc.message)
+                await asyncio.sleep(START_RETRY)
+                continue
             await _fail(rt, snap, exc)
             return
         except TaskspaceError as exc:
