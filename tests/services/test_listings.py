@@ -167,3 +167,17 @@ async def test_the_workspace_list_comes_a_page_at_a_time_newest_first(rt: Runtim
                 await workspaces.list_page(session=session, user=admin, cursor=cursor)
         with pytest.raises(InvalidInput, match="1 to 500"):
             await workspaces.list_page(session=session, user=admin, limit=0)
+
+
+async def test_the_board_names_every_stale_tracker_of_the_projects_it_shows(rt: Runtime, admin: User) -> None:
+    pay, web = await add_project(rt, "PAY"), await add_project(rt, "WEB")
+    await add_tickets(rt, pay, "admin", "To Do", "todo", 2, first=1)
+    await add_tickets(rt, web, "admin", "To Do", "todo", 2, first=10)  # the newest cards are web's
+    async with transaction(rt.sessions) as session:
+        for project in (pay, web):
+            row = await session.get(Project, project.id)
+            assert row is not None
+            row.tracker_stale_since, row.tracker_error = NOW - timedelta(hours=1), f"{project.key} is down"
+
+    assert sorted(s.project for s in (await show(rt, admin)).stale) == ["pay", "web"]
+    assert [s.project for s in (await show(rt, admin, project="pay")).stale] == ["pay"]

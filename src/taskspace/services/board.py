@@ -253,9 +253,9 @@ async def board(*, session: AsyncSession, user: User, project: str | None = None
         rows = list((await session.execute(cards_statement(done=done, **shape), params)).all())
     by_id = {p.id: (p.name, bool(p.tracker_stale_since)) for p in projects}
     # Rows are read by position, cards made by position: by name, both cost more than the card.
-    for (_, project_id, key, title, row_status, category, assignee, url, reference, created_at, _,
+    for (_, card_project, key, title, row_status, category, assignee, url, reference, created_at, _,
          status_changed_at, workspace_state, purge_due_at) in sorted(rows, key=_newest_first, reverse=True):
-        name, stale = by_id.get(project_id, ("?", False))
+        name, stale = by_id.get(card_project, ("?", False))
         columns[(row_status, category)].cards.append(Card(
             key, title, row_status, name, stale, assignee, url, reference, created_at,
             max(0, (now - created_at).days), max(0, (now - status_changed_at).days),
