@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
+import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 
@@ -243,3 +244,20 @@ async def test_the_first_shell_runs_as_the_container_s_user(
         assert (fields["user"], fields["environ"], code) == ("nobody", "0", 3)
     finally:
         await backend.delete(workspace_id, state)
+
+
+async def test_the_first_shell_s_output_arrives_as_it_is_written(
+        backend: DockerBackend, started: WorkspaceSpec, docker_client: docker.DockerClient) -> None:
+    # The script goes on once a file is made: by the test when it has read the first line, or
+    # after 20 s whatever happened (then the first line came with the rest: a failure, not a hang).
+    container = docker_client.containers.get(specs.container_name(started.id))
+    go = threading.Timer(20, container.exec_run, (["touch", "/tmp/go"],))
+    go.start()
+    chunks = backend.shell_stream(started.id, "echo cloned; until [ -e /tmp/go ]; do sleep 0.05; done; echo started")
+    first = await anext(chunks)
+    go.cancel()
+    container.exec_run(["touch", "/tmp/go"])
+    rest = [item async for item in chunks]
+
+    assert first == ExecChunk(stream="stdout", data=b"cloned\n")
+    assert rest == [ExecChunk(stream="stdout", data=b"started\n"), 0]

@@ -120,7 +120,8 @@ class _HeldShell:
         return getattr(self.sock, "_sock", self.sock)
 
     def close(self) -> None:
-        """The shell reads the end of its input and exits."""
+        """Let go of the connection: an exec's shell reads the end of its input and exits, the
+        first shell goes on waiting (and keeps the container running)."""
         for end in (self.sock, self.raw()):
             try:
                 end.close()
@@ -145,16 +146,19 @@ class _FirstShellOutput:
             if stream not in pending or stream in ended:
                 continue
             text = pending[stream] + data
-            at = text.find(self._MARK)
-            end = text.find(b"\n", at + len(self._MARK)) if at >= 0 else -1
+            # The mark's first byte is nowhere else in it: from its last one on, the end of the
+            # text may be the start of the mark, kept until more comes; the rest goes out now.
+            at = text.rfind(self._MARK[:1])
+            end = text.find(b"\n", at + len(self._MARK)) if at >= 0 and text[at:].startswith(self._MARK) else -1
             if end >= 0:
                 if stream == docker.utils.socket.STDOUT:
                     self.code = int(text[at + len(self._MARK):end])
                 ended.add(stream)
                 text, pending[stream] = text[:at], b""
-            else:  # the mark may be arriving: keep what could be its start
-                keep = len(self._MARK) + 12 if at < 0 else len(text) - at
-                text, pending[stream] = text[:max(0, len(text) - keep)], text[max(0, len(text) - keep):]
+            elif at >= 0 and (self._MARK.startswith(text[at:]) or text[at:].startswith(self._MARK)):
+                text, pending[stream] = text[:at], text[at:]
+            else:
+                pending[stream] = b""
             if text:
                 yield docker.utils.socket.demux_adaptor(stream, text)
             if len(ended) == 2:

@@ -24,14 +24,15 @@ from taskspace.plugins.backends.base import (
 KEEPALIVE = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
 _EXIT_WORD = "__taskspace_script_exit__"
 #: Written on stdout and on stderr by a workspace container's first shell once its script
-#: ended, followed by the script's exit code and a newline.
-SCRIPT_EXIT = f"\n{_EXIT_WORD} "
+#: ended, followed by the script's exit code and a newline. It starts with a character that
+#: output hardly has (ASCII's record separator), so that whatever precedes it is the script's.
+SCRIPT_EXIT = f"\x1e{_EXIT_WORD} "
 #: A workspace container's main process: first a shell that runs the script the server writes
 #: to the container's stdin right after a start, so that the first command after a start needs
 #: no exec; it says how the script ended on both streams, then KEEPALIVE (``$0``) keeps the
 #: container running. Until a script comes, the shell waits (and a stop ends it at once).
-FIRST_SHELL = (f'/bin/sh -s; code=$?; printf "\\n%s %s\\n" {_EXIT_WORD} "$code"; '
-               f'printf "\\n%s %s\\n" {_EXIT_WORD} "$code" >&2; exec /bin/sh -c "$0"')
+FIRST_SHELL = (f'/bin/sh -s; code=$?; printf "\\036%s %s\\n" {_EXIT_WORD} "$code"; '
+               f'printf "\\036%s %s\\n" {_EXIT_WORD} "$code" >&2; exec /bin/sh -c "$0"')
 NANO = 1_000_000_000
 
 
