@@ -169,18 +169,12 @@ class Keeper:
         backend = self.rt.backend
         if not isinstance(backend, SupportsHeldShell):
             return
-        ready = {s.id for s in spares if s.state == State.READY.value and s.desired != Desired.PURGED.value}
-        self._shells &= ready
-        for spare_id in sorted(ready - self._shells):
+        ready = {s.id: s.plan for s in spares if s.state == State.READY.value and s.desired != Desired.PURGED.value
+                 and s.plan}
+        self._shells &= ready.keys()
+        for spare_id in sorted(ready.keys() - self._shells):
             self._shells.add(spare_id)
-            async with self.rt.readers() as session:
-                raw = await session.scalar(select(Workspace.plan).where(Workspace.id == spare_id))
-            if not raw:
-                continue
-            try:
-                await backend.hold_shell(spare_id, user=plans.exec_user(Plan.model_validate(raw)))
-            except TaskspaceError as exc:
-                log.warning("spare %s holds no shell for its claim: %s", spare_id, exc.message)
+            if not await hold_claim_shell(self.rt, spare_id, Plan.model_validate(ready[spare_id])):
                 continue
             async with self.rt.readers() as session:
                 claimed = await session.scalar(select(Workspace.ticket_id).where(Workspace.id == spare_id))
@@ -191,7 +185,7 @@ class Keeper:
         async with self.rt.readers() as session:
             return list(await session.execute(
                 select(Workspace.id, Workspace.project_id, Workspace.state, Workspace.desired, Workspace.pool_key,
-                       Workspace.created_at, Workspace.updated_at, Workspace.version)
+                       Workspace.created_at, Workspace.updated_at, Workspace.version, Workspace.plan)
                 .where(Workspace.ticket_id.is_(None), NOT_PURGED)
                 .order_by(Workspace.created_at)))
 
@@ -298,6 +292,20 @@ class PoolStatus:
     building: int = 0
     failed: int = 0
     last_error: str | None = None
+
+
+async def hold_claim_shell(rt: Runtime, spare_id: str, plan: Plan) -> bool:
+    """Have the backend start a shell in the ready spare that waits for the script of the
+    launch claiming it (``SupportsHeldShell``): the claim then starts no process in the
+    container. False when the backend has none to give (the claim then starts its own)."""
+    if not isinstance(rt.backend, SupportsHeldShell):
+        return False
+    try:
+        await rt.backend.hold_shell(spare_id, user=plans.exec_user(plan))
+    except TaskspaceError as exc:
+        log.warning("spare %s holds no shell for its claim: %s", spare_id, exc.message)
+        return False
+    return True
 
 
 async def status(session: AsyncSession, projects: list[Project]) -> dict[int, PoolStatus]:

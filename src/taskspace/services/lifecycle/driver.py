@@ -12,8 +12,7 @@ from functools import partial
 from taskspace.core.errors import BackendError, EngineUnreachable, StaleWrite, TaskspaceError
 from taskspace.core.states import Desired, State
 from taskspace.db.models import utcnow
-from taskspace.plugins.backends.base import SupportsHeldShell
-from taskspace.services.lifecycle import plan as plans
+from taskspace.services import pool
 from taskspace.services.lifecycle.prepare import (
     clone_step,
     container_step,
@@ -107,25 +106,13 @@ async def _ready(rt: Runtime, snap: Snapshot, started: float) -> None:
     reason = f"workspace ready, but {failed}" if failed else "workspace ready"
     if snap.ws.is_spare:
         reason = "ready in the warm pool, waiting for a launch to claim it"
-        await _hold_shell(rt, snap)
+        plan = plan_of(snap)
+        assert plan is not None, "a workspace past preparing has a plan"
+        await pool.hold_claim_shell(rt, snap.id, plan)  # for the launch that claims it
     # People hear of the first ready (a launch); a start they asked for they are watching.
     notify = ("ready", {"ready_seconds": values["ready_seconds"], "startup_failed": failed}) \
         if "ready_seconds" in values else None
     await transition(rt, snap, State.READY, reason=reason, duration=duration, values=values, notify=notify)
-
-
-async def _hold_shell(rt: Runtime, snap: Snapshot) -> None:
-    """A spare keeps a shell waiting for the script of the launch that claims it: that launch
-    then starts no process in the container (see ``start.clone_then_startup``). Without one, the
-    claim starts its own; the pool's keeper gives spares of an earlier run of the server one."""
-    if not isinstance(rt.backend, SupportsHeldShell):
-        return
-    plan = plan_of(snap)
-    assert plan is not None, "a workspace past preparing has a plan"
-    try:
-        await rt.backend.hold_shell(snap.id, user=plans.exec_user(plan))
-    except BackendError as exc:
-        log.warning("spare %s holds no shell for its claim: %s", snap.id, exc.message)
 
 
 async def _stop(rt: Runtime, snap: Snapshot) -> None:

@@ -137,7 +137,7 @@ _LEFT_RUNNING: set[asyncio.Task[None]] = set()
 
 
 class _Stream:
-    """What an exec has written so far, read on demand."""
+    """What a command has written so far, read on demand."""
 
     def __init__(self, chunks: AsyncGenerator[ExecChunk | int, None]):
         self.chunks, self.stdout, self.stderr = chunks, bytearray(), bytearray()
@@ -162,7 +162,7 @@ async def clone_then_startup(rt: Runtime, snap: Snapshot, plan: Plan,
     milliseconds; see ``_shell``): used by a first launch with no services to start in between, when a spare
     just claimed moves to the ticket branch, and when a first start that was cut short completes
     its clone. Each step is still recorded as soon as it ends; ``cloned`` runs between the two
-    (the workspace moves from preparing to starting there) while the exec goes on.
+    (the workspace moves from preparing to starting there) while the script goes on.
 
     The clone's end is a line on stdout, after the clone's own lines: the two streams of a
     command arrive in no fixed order relative to each other, the lines of one stream do."""
@@ -177,7 +177,7 @@ async def clone_then_startup(rt: Runtime, snap: Snapshot, plan: Plan,
                                         rt.settings.startup_timeout)
                 before, found, after = stream.stdout.partition(marker)
                 code = int(after.partition(b"\n")[0]) if found else stream.exit_code
-                if code != 0:  # the exec ends here: all of the clone's errors
+                if code != 0:  # the script ends here: all of the clone's errors
                     await stream.read_until(lambda: False, 30)
             except TimeoutError:
                 raise BackendError(f"The clone did not finish within {rt.settings.startup_timeout:.0f}s.",
@@ -203,7 +203,7 @@ async def clone_then_startup(rt: Runtime, snap: Snapshot, plan: Plan,
 async def start_phase(rt: Runtime, snap: Snapshot, plan: Plan, *, resumed: bool, clone: bool = False) -> None:
     """Everything from a created workspace to a usable one; run on first launch and on every
     start. ``clone``: the repositories are not on the ticket branch yet (a spare just claimed,
-    or a first start cut short): the clone runs after the services, in the startup's exec."""
+    or a first start cut short): the clone runs after the services, in the startup's script."""
     if resumed:
         async with StepTimer(rt, snap, Step.CONTAINER) as step:
             step.values = {"backend_state": await ensure_container(rt, snap, plan)}
